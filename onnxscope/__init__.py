@@ -1,0 +1,50 @@
+"""onnxscope: the weights, neurons, activations and paths of any neural network, read from its ONNX graph.
+
+Example:
+    >>> import onnxscope, tempfile, os
+    >>> from onnxscope.testing import mlp_model, save
+    >>> m = onnxscope.load(save(mlp_model(), os.path.join(tempfile.mkdtemp(), "m.onnx")))
+    >>> n = m.neuron("fc1", 0)
+    >>> n.incoming.shape, n.outgoing[0].node
+    ((3,), 'fc2')
+"""
+
+from onnxscope.errors import (
+    CaptureError,
+    ConversionError,
+    InputError,
+    MissingDependencyError,
+    ModelLoadError,
+    NotFoundError,
+    OnnxscopeError,
+    UnsupportedError,
+)
+from onnxscope.model import Model, Summary, load
+from onnxscope.neurons import Neuron, Outgoing, Stop
+from onnxscope.weights import Quantization, Weight, Weights, WeightStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # loading
+    "load",
+    "Model",
+    "Summary",
+    # weights and neurons
+    "Weight",
+    "Weights",
+    "WeightStats",
+    "Quantization",
+    "Neuron",
+    "Outgoing",
+    "Stop",
+    # errors
+    "OnnxscopeError",
+    "ModelLoadError",
+    "NotFoundError",
+    "InputError",
+    "UnsupportedError",
+    "CaptureError",
+    "ConversionError",
+    "MissingDependencyError",
+]

@@ -1,0 +1,1 @@
+"""The ``onnxscope`` command line: one module per command, each parsing arguments and calling the library."""

@@ -1,0 +1,752 @@
+"""Weights read straight from the graph: initializers and Constant tensors, their roles, dequantization, audits.
+
+Nothing is read from disk until :meth:`Weight.numpy` (or a method built on it) is called; ``shape``, ``dtype``
+and ``nbytes`` come from the tensor's header, and external data is memory-mapped by ``onnx_ir``.
+
+Example:
+    >>> import onnxscope, numpy as np
+    >>> from onnxscope.testing import mlp_model
+    >>> m = onnxscope.Model(mlp_model(in_features=4, hidden=3, out_features=2))
+    >>> w = m.weights["fc1.weight"]
+    >>> w.shape, w.role, w.uses[0].node
+    ((3, 4), 'weight', 'fc1')
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxscope._load import iter_tensors
+from onnxscope.errors import InputError, NotFoundError, UnsupportedError, closest
+from onnxscope.graph import WEIGHTED_OPS, Graph
+
+__all__ = [
+    "Quantization",
+    "Use",
+    "Weight",
+    "WeightStats",
+    "Weights",
+    "const_array",
+    "dequantize_linear",
+    "is_const",
+    "quantize_linear",
+]
+
+# Role of each input position, for the ops whose inputs have a meaning beyond "data".
+ROLES: dict[str, tuple[str, ...]] = {
+    "Conv": ("input", "weight", "bias"),
+    "ConvTranspose": ("input", "weight", "bias"),
+    "Gemm": ("input", "weight", "bias"),
+    "BatchNormalization": ("input", "scale", "bias", "running_mean", "running_var"),
+    "InstanceNormalization": ("input", "scale", "bias"),
+    "LayerNormalization": ("input", "scale", "bias"),
+    "GroupNormalization": ("input", "scale", "bias"),
+    "RMSNormalization": ("input", "scale"),
+    "SimplifiedLayerNormalization": ("input", "scale"),
+    "SkipLayerNormalization": ("input", "skip", "scale", "bias"),
+    "QuantizeLinear": ("input", "scale", "zero_point"),
+    "DequantizeLinear": ("quantized", "scale", "zero_point"),
+    "DynamicQuantizeLinear": ("input",),
+    "QLinearConv": (
+        "input",
+        "input_scale",
+        "input_zero_point",
+        "weight",
+        "weight_scale",
+        "weight_zero_point",
+        "output_scale",
+        "output_zero_point",
+        "bias",
+    ),
+    "QLinearMatMul": (
+        "input",
+        "input_scale",
+        "input_zero_point",
+        "weight",
+        "weight_scale",
+        "weight_zero_point",
+        "output_scale",
+        "output_zero_point",
+    ),
+    "QGemm": (
+        "input",
+        "input_scale",
+        "input_zero_point",
+        "weight",
+        "weight_scale",
+        "weight_zero_point",
+        "bias",
+        "output_scale",
+        "output_zero_point",
+    ),
+    "MatMulInteger": ("input", "weight", "input_zero_point", "weight_zero_point"),
+    "ConvInteger": ("input", "weight", "input_zero_point", "weight_zero_point"),
+    "PRelu": ("input", "slope"),
+    "Gather": ("embedding", "indices"),
+    "LSTM": (
+        "input",
+        "weight",
+        "recurrence_weight",
+        "bias",
+        "sequence_lens",
+        "initial_h",
+        "initial_c",
+        "peephole",
+    ),
+    "GRU": ("input", "weight", "recurrence_weight", "bias", "sequence_lens", "initial_h"),
+    "RNN": ("input", "weight", "recurrence_weight", "bias", "sequence_lens", "initial_h"),
+    "Reshape": ("input", "shape"),
+    "Attention": ("query", "key", "value", "mask", "past_key", "past_value"),
+}
+_TRANSFORMS = frozenset(
+    {"DequantizeLinear", "QuantizeLinear", "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
+)
+_FP16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class Use:
+    """One place a weight is consumed: node name, op type, input position and the input's role."""
+
+    node: str
+    op: str
+    input: int
+    role: str
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How a stored integer tensor maps back to real values: ``(q - zero_point) * scale``.
+
+    ``kind`` is ``"QDQ"`` (a DequantizeLinear node), ``"QOperator"`` (QLinearConv/QLinearMatMul) or
+    ``"integer"`` (MatMulInteger/ConvInteger with the scale applied by a following Mul). ``axis`` is the
+    per-channel axis (``None`` for per-tensor); ``block_size`` is non-zero for blocked quantization.
+    """
+
+    kind: str
+    node: str
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+    axis: int | None
+    block_size: int = 0
+
+    def apply(self, q: np.ndarray) -> np.ndarray:
+        """Dequantize ``q`` with these parameters (float32 unless the scale is another float type)."""
+        return dequantize_linear(q, self.scale, self.zero_point, self.axis, self.block_size)
+
+
+def _broadcast_param(
+    p: np.ndarray, ndim: int, axis: int | None, block_size: int, target: tuple[int, ...]
+) -> np.ndarray:
+    if p.ndim == 0 or p.size == 1:
+        return p.reshape(())
+    if axis is None:
+        return p
+    axis = axis % ndim
+    if block_size:
+        p = np.repeat(p, block_size, axis=axis)
+        return np.take(p, np.arange(target[axis]), axis=axis)
+    if p.ndim == 1:
+        shape = [1] * ndim
+        shape[axis] = p.shape[0]
+        return p.reshape(shape)
+    return p
+
+
+def _as_real(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and a.dtype.itemsize >= 4:
+        return a
+    return a.astype(np.float32)  # float16, bfloat16, float8, int4 (ml_dtypes) …
+
+
+def dequantize_linear(
+    q: np.ndarray,
+    scale: np.ndarray,
+    zero_point: np.ndarray | None = None,
+    axis: int | None = 1,
+    block_size: int = 0,
+) -> np.ndarray:
+    """ONNX ``DequantizeLinear``: ``(q - zero_point) * scale``, per tensor, per axis or per block.
+
+    Example:
+        >>> dequantize_linear(np.array([[0, 10], [20, 30]], np.int8), np.array([0.5, 2.0], np.float32), axis=0)
+        array([[ 0.,  5.],
+               [40., 60.]], dtype=float32)
+    """
+    scale = np.asarray(scale)
+    qi = _as_real(np.asarray(q))
+    s = _broadcast_param(scale, qi.ndim, axis, block_size, qi.shape)
+    if zero_point is not None:
+        z = _broadcast_param(_as_real(np.asarray(zero_point)), qi.ndim, axis, block_size, qi.shape)
+        qi = qi - z
+    out_dtype = scale.dtype if scale.dtype.kind == "f" and scale.dtype.itemsize >= 4 else np.dtype(np.float32)
+    return (qi.astype(out_dtype) * s.astype(out_dtype)).astype(out_dtype)
+
+
+def quantize_linear(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int | None = 1, block_size: int = 0
+) -> np.ndarray:
+    """ONNX ``QuantizeLinear`` for integer targets: ``saturate(round_half_even(x / scale) + zero_point)``.
+
+    Example:
+        >>> quantize_linear(np.array([1.0, -300.0], np.float32), np.float32(0.5), np.int8(0))
+        array([   2, -128], dtype=int8)
+    """
+    dtype = np.asarray(zero_point).dtype if zero_point is not None else np.dtype(np.uint8)
+    x = np.asarray(x, dtype=np.float32)
+    s = _broadcast_param(np.asarray(scale, np.float32), x.ndim, axis, block_size, x.shape)
+    y = np.rint(x / s)
+    if zero_point is not None:
+        y = y + _broadcast_param(np.asarray(zero_point).astype(np.float32), x.ndim, axis, block_size, x.shape)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        y = np.clip(y, info.min, info.max)
+    return y.astype(dtype)
+
+
+def _attr(node: ir.Node, name: str, default: Any) -> Any:
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    t = ir.convenience.get_const_tensor(value)
+    return None if t is None else t.numpy()
+
+
+def is_const(value: ir.Value | None) -> bool:
+    """Whether :func:`const_array` would fold ``value`` to a constant; reads no tensor data.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> is_const(ir.Value(name="w", const_value=ir.tensor(np.zeros(2, np.float32)))), is_const(ir.Value(name="x"))
+        (True, False)
+    """
+    if value is None:
+        return False
+    if value.const_value is not None:
+        return True
+    node = value.producer()
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "Constant":
+        return True
+    return node.op_type in _TRANSFORMS and is_const(node.inputs[0])
+
+
+def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...]] | None:
+    """Fold a constant weight through Q/DQ, Cast, Transpose, Reshape, (Un)Squeeze and Identity.
+
+    Returns ``(array, source_tensor_name, transforms)``, or ``None`` when ``value`` is not constant.
+    ``transforms`` lists what was applied on the way, e.g. ``("dequantized", "transposed")``.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> w = ir.Value(name="w", const_value=ir.tensor(np.arange(6, dtype=np.float32).reshape(2, 3)))
+        >>> t = ir.Node("", "Transpose", [w], num_outputs=1)
+        >>> a, src, how = const_array(t.outputs[0]); a.shape, src, how
+        ((3, 2), 'w', ('transposed',))
+    """
+    if value is None:
+        return None
+    direct = _const(value)
+    if direct is not None:
+        return direct, value.name or "", ()
+    node = value.producer()
+    if node is None or node.op_type not in _TRANSFORMS or node.domain not in ("", "ai.onnx"):
+        return None
+    inner = const_array(node.inputs[0])
+    if inner is None:
+        return None
+    arr, src, how = inner
+    op = node.op_type
+    if op == "DequantizeLinear":
+        q = _dq_params(node)
+        if q is None:
+            return None
+        return q.apply(arr), src, (*how, "dequantized")
+    if op == "QuantizeLinear":
+        scale, zp = _const(node.inputs[1]), _const(node.inputs[2] if len(node.inputs) > 2 else None)
+        if scale is None:
+            return None
+        axis = int(_attr(node, "axis", 1))
+        return (
+            quantize_linear(arr, scale, zp, axis, int(_attr(node, "block_size", 0))),
+            src,
+            (*how, "quantized"),
+        )
+    if op == "Transpose":
+        perm = _attr(node, "perm", None)
+        return np.transpose(arr, perm), src, (*how, "transposed")
+    if op == "Cast":
+        return arr.astype(ir.DataType(int(_attr(node, "to", 1))).numpy()), src, (*how, "cast")
+    if op == "Reshape":
+        shape = _const(node.inputs[1])
+        if shape is None:
+            return None
+        shape = [
+            arr.shape[i] if (d == 0 and not _attr(node, "allowzero", 0)) else int(d)
+            for i, d in enumerate(shape)
+        ]
+        return arr.reshape(shape), src, (*how, "reshaped")
+    if op in ("Squeeze", "Unsqueeze"):
+        axes = _const(node.inputs[1]) if len(node.inputs) > 1 else _attr(node, "axes", None)
+        if op == "Squeeze":
+            return (
+                (np.squeeze(arr) if axes is None else np.squeeze(arr, tuple(int(a) for a in np.ravel(axes)))),
+                src,
+                how,
+            )
+        return np.expand_dims(arr, tuple(int(a) for a in np.ravel(axes))), src, how
+    return arr, src, how  # Identity
+
+
+def _dq_params(node: ir.Node) -> Quantization | None:
+    scale = _const(node.inputs[1])
+    if scale is None:
+        return None
+    zp = _const(node.inputs[2]) if len(node.inputs) > 2 else None
+    axis = int(_attr(node, "axis", 1)) if scale.size > 1 else None
+    return Quantization("QDQ", node.name or "", scale, zp, axis, int(_attr(node, "block_size", 0)))
+
+
+def _integer_op_scale(node: ir.Node) -> np.ndarray | None:
+    """The weight scale of MatMulInteger/ConvInteger, applied after it by Cast → Mul(x_scale * w_scale)."""
+    out = node.outputs[0]
+    for user, _ in out.uses():
+        if user.op_type == "Cast":
+            out = user.outputs[0]
+            break
+    for user, idx in out.uses():
+        if user.op_type != "Mul":
+            continue
+        other = user.inputs[1 - idx]
+        direct = _const(other)
+        if direct is not None:
+            return direct
+        prod = other.producer() if other is not None else None
+        if prod is not None and prod.op_type == "Mul":
+            for v in prod.inputs:
+                c = _const(v)
+                if c is not None:
+                    return c
+    return None
+
+
+def quantization_of(node: ir.Node, index: int) -> Quantization | None:
+    """How input ``index`` of ``node`` is quantized, if that node dequantizes it (else ``None``).
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> quantization_of(ir.Node("", "Relu", [None], num_outputs=1), 0) is None
+        True
+    """
+    op, name = node.op_type, node.name or ""
+    if op == "DequantizeLinear" and index == 0:
+        return _dq_params(node)
+    if op == "QLinearConv" and index in (3, 8):
+        w_scale, w_zp = _const(node.inputs[4]), _const(node.inputs[5])
+        if w_scale is None:
+            return None
+        axis = 0 if w_scale.size > 1 else None
+        if index == 3:
+            return Quantization("QOperator", name, w_scale, w_zp, axis)
+        x_scale = _const(node.inputs[1])
+        if x_scale is None:
+            return None
+        return Quantization("QOperator", name, (x_scale * w_scale).astype(np.float32), None, axis)
+    if op == "QGemm" and index in (3, 6):
+        b_scale, b_zp = _const(node.inputs[4]), _const(node.inputs[5])
+        if b_scale is None:
+            return None
+        axis = (0 if _attr(node, "transB", 0) else 1) if b_scale.size > 1 else None
+        if index == 3:
+            return Quantization("QOperator", name, b_scale, b_zp, axis)
+        a_scale = _const(node.inputs[1])
+        if a_scale is None:
+            return None
+        return Quantization(
+            "QOperator", name, (a_scale * b_scale).astype(np.float32), None, 0 if axis is not None else None
+        )
+    if op == "QLinearMatMul" and index == 3:
+        b_scale, b_zp = _const(node.inputs[4]), _const(node.inputs[5])
+        if b_scale is None:
+            return None
+        return Quantization("QOperator", name, b_scale, b_zp, -1 if b_scale.size > 1 else None)
+    if op in ("MatMulInteger", "ConvInteger") and index == 1:
+        scale = _integer_op_scale(node)
+        if scale is None:
+            return None
+        zp = _const(node.inputs[3]) if len(node.inputs) > 3 else None
+        axis = (-1 if op == "MatMulInteger" else 0) if scale.size > 1 else None
+        return Quantization("integer", name, scale, zp, axis)
+    return None
+
+
+def role_of(graph: Graph, node: ir.Node, index: int) -> str:
+    """The role of input ``index`` of ``node``: weight, bias, scale, zero_point, running_mean, quantized weight…
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> from onnxscope.graph import Graph
+        >>> role_of(Graph(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10)), ir.Node("", "Conv", [None, None], num_outputs=1), 1)
+        'weight'
+    """
+    op = node.op_type
+    if op in _TRANSFORMS and index == 0:
+        inner = "weight"
+        for user, i in node.outputs[0].uses():
+            inner = role_of(graph, user, i)
+            break
+        if inner.startswith("quantized "):
+            inner = inner[len("quantized ") :]
+        return f"quantized {inner}" if op == "DequantizeLinear" else inner
+    if op == "MatMul":
+        return "weight" if is_const(node.inputs[index]) else "input"
+    if op in ("Add", "Sub") and is_const(node.inputs[index]):
+        other = node.inputs[1 - index] if len(node.inputs) == 2 else None
+        prod = other.producer() if other is not None else None
+        while prod is not None and prod.op_type in ("Mul", "Cast"):  # integer ops: MatMulInteger → Cast → Mul
+            prod = prod.inputs[0].producer() if prod.inputs[0] is not None else None
+        return "bias" if prod is not None and prod.op_type in WEIGHTED_OPS else "operand"
+    roles = ROLES.get(op)
+    if roles and index < len(roles):
+        return roles[index]
+    from onnxscope._load import schema_input_names
+
+    names = schema_input_names(op, node.domain, graph.opset(node.domain))
+    return names[index].lower() if index < len(names) else f"input{index}"
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    """The audit of one tensor. Floating statistics ignore NaN/Inf; ``dead_units`` are all-zero rows."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    l2: float
+    sparsity: float
+    nan: int
+    inf: int
+    fp16_overflow: int
+    unit_axis: int | None = None
+    dead_units: tuple[int, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["dead_units"] = list(self.dead_units)
+        return d
+
+
+_CHUNK = 1 << 22
+
+
+def tensor_stats(a: np.ndarray, unit_axis: int | None = None) -> WeightStats:
+    """Audit ``a`` in bounded-memory chunks (float64 accumulators, Chan's parallel variance).
+
+    Example:
+        >>> s = tensor_stats(np.array([[1.0, np.nan], [0.0, 0.0]], np.float32), unit_axis=0)
+        >>> s.count, s.nan, s.sparsity, s.dead_units
+        (4, 1, 0.5, (1,))
+    """
+    a = np.asarray(a)
+    flat = a.reshape(-1)
+    n_ok = 0
+    mean = m2 = sq = 0.0
+    lo, hi = math.inf, -math.inf
+    nan = inf = zeros = over = 0
+    for start in range(0, flat.size, _CHUNK):
+        c = _as_real(flat[start : start + _CHUNK]).astype(np.float64)
+        finite = np.isfinite(c)
+        nan += int(np.isnan(c).sum())
+        inf += int(np.isinf(c).sum())
+        zeros += int((c == 0).sum())
+        over += int((np.abs(c[finite]) > _FP16_MAX).sum())
+        f = c[finite]
+        if f.size:
+            cm = float(f.mean())
+            cm2 = float(((f - cm) ** 2).sum())
+            total = n_ok + f.size
+            delta = cm - mean
+            mean += delta * f.size / total
+            m2 += cm2 + delta * delta * n_ok * f.size / total
+            n_ok = total
+            sq += float((f * f).sum())
+            lo, hi = min(lo, float(f.min())), max(hi, float(f.max()))
+    dead: tuple[int, ...] = ()
+    if unit_axis is not None and a.ndim >= 2:
+        rows = np.moveaxis(a, unit_axis, 0)
+        n = rows.shape[0]
+        step = max(1, _CHUNK // max(1, rows[0].size))
+        dead_list: list[int] = []
+        for s in range(0, n, step):
+            block = _as_real(rows[s : s + step]).reshape(min(step, n - s), -1)
+            dead_list.extend(int(i) + s for i in np.flatnonzero(~np.any(block != 0, axis=1)))
+        dead = tuple(dead_list)
+    return WeightStats(
+        count=int(flat.size),
+        mean=mean if n_ok else math.nan,
+        std=math.sqrt(m2 / n_ok) if n_ok else math.nan,
+        min=lo if n_ok else math.nan,
+        max=hi if n_ok else math.nan,
+        l2=math.sqrt(sq),
+        sparsity=zeros / flat.size if flat.size else 0.0,
+        nan=nan,
+        inf=inf,
+        fp16_overflow=over,
+        unit_axis=unit_axis,
+        dead_units=dead,
+    )
+
+
+def _unit_axis(node: ir.Node, index: int, ndim: int) -> int | None:
+    """Axis along which a weight's rows belong to one output unit of ``node``."""
+    op = node.op_type
+    if ndim < 2:
+        return None
+    if (op == "Gemm" and index == 1) or (op == "QGemm" and index == 3):
+        return 0 if _attr(node, "transB", 0) else 1
+    if op in ("MatMul", "QLinearMatMul", "MatMulInteger"):
+        return ndim - 1 if index in (1, 3) else ndim - 2
+    if op in ("Conv", "QLinearConv", "ConvInteger") and index in (1, 3):
+        return 0
+    if op == "ConvTranspose" and index == 1:
+        return 1
+    if op in _TRANSFORMS:
+        for user, i in node.outputs[0].uses():
+            if op == "Transpose":
+                perm = list(_attr(node, "perm", list(range(ndim))[::-1]))
+                inner = _unit_axis(user, i, ndim)
+                return None if inner is None else perm[inner]
+            return _unit_axis(user, i, ndim)
+    return None
+
+
+class Weight:
+    """One stored tensor (an initializer or a Constant node's value), read lazily.
+
+    Attributes:
+        name: the ONNX tensor name.
+        source: ``"initializer"`` or ``"constant"``.
+        uses: where it is consumed, with its role in each place.
+    """
+
+    __slots__ = ("_graph", "_value", "name", "source", "tensor", "uses")
+
+    def __init__(self, graph: Graph, name: str, tensor: ir.TensorProtocol, source: str) -> None:
+        self._graph = graph
+        self.name = name
+        self.tensor = tensor
+        self.source = source
+        self._value = graph.value(name) if graph.has_value(name) else None
+        uses = []
+        if self._value is not None:
+            for node, i in self._value.uses():
+                uses.append(Use(node.name or "", node.op_type, int(i), role_of(graph, node, int(i))))
+        self.uses: tuple[Use, ...] = tuple(uses)
+
+    def __repr__(self) -> str:
+        return f"Weight({self.name!r}, shape={self.shape}, dtype={self.dtype}, role={self.role!r})"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape, from the tensor header (no I/O)."""
+        return tuple(int(d) for d in self.tensor.shape)
+
+    @property
+    def dtype(self) -> str:
+        """The element type as a lower-case ONNX name (``float32``, ``int8``, ``bfloat16``…)."""
+        if self.tensor.dtype == ir.DataType.STRING:
+            return "string"
+        return str(np.dtype(self.tensor.dtype.numpy()))
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the data takes (as stored)."""
+        return int(self.tensor.nbytes)
+
+    @property
+    def external(self) -> str | None:
+        """The external-data file (relative location) holding the data, or ``None`` if stored inline."""
+        return str(self.tensor.location) if isinstance(self.tensor, ir.ExternalTensor) else None
+
+    @property
+    def role(self) -> str:
+        """The role in its first use (``weight``, ``bias``, ``scale``, ``running_mean``…), or ``unused``."""
+        return self.uses[0].role if self.uses else "unused"
+
+    def numpy(self) -> np.ndarray:
+        """The data as stored (memory-mapped for external data; integers stay integers)."""
+        return self.tensor.numpy()
+
+    @property
+    def quantization(self) -> Quantization | None:
+        """The quantization parameters if a consumer dequantizes this tensor, else ``None``."""
+        if self._value is None:
+            return None
+        for node, i in self._value.uses():
+            q = quantization_of(node, int(i))
+            if q is not None:
+                return q
+        return None
+
+    def dequantize(self) -> np.ndarray:
+        """Real values of a quantized weight; :class:`UnsupportedError` if nothing dequantizes it."""
+        q = self.quantization
+        if q is None:
+            raise UnsupportedError(
+                f"weight {self.name!r} ({self.dtype}) is not quantized: no DequantizeLinear, QLinearConv, "
+                "QLinearMatMul, MatMulInteger or ConvInteger dequantizes it"
+            )
+        return q.apply(self.numpy())
+
+    def values(self, dequantize: bool = True) -> np.ndarray:
+        """Real values: dequantized when quantized (and ``dequantize``), else the stored data."""
+        return self.dequantize() if dequantize and self.quantization is not None else self.numpy()
+
+    @property
+    def unit_axis(self) -> int | None:
+        """The axis that indexes output units (neurons/channels) of the consuming layer, if known."""
+        if self._value is None:
+            return None
+        for node, i in self._value.uses():
+            axis = _unit_axis(node, int(i), len(self.shape))
+            if axis is not None:
+                return axis
+        return None
+
+    def stats(self, dequantize: bool = True) -> WeightStats:
+        """The audit: count, mean, std, min, max, L2, sparsity, NaN/Inf, fp16 overflow, dead units."""
+        if self.tensor.dtype == ir.DataType.STRING:
+            raise UnsupportedError(f"weight {self.name!r} holds strings; statistics need numbers")
+        return tensor_stats(self.values(dequantize), self.unit_axis)
+
+    def digest(self) -> str:
+        """A content hash (dtype, shape and bytes) used to find identical tensors stored twice."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.dtype}{self.shape}".encode())
+        a = np.ascontiguousarray(self.numpy()).reshape(-1)
+        for s in range(0, a.size, _CHUNK):
+            h.update(a[s : s + _CHUNK].view(np.uint8).tobytes() if a.dtype.itemsize else b"")
+        return h.hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metadata (no values)."""
+        q = self.quantization
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "size": self.size,
+            "nbytes": self.nbytes,
+            "source": self.source,
+            "external": self.external,
+            "role": self.role,
+            "uses": [asdict(u) for u in self.uses],
+            "quantization": None if q is None else {"kind": q.kind, "node": q.node, "axis": q.axis},
+        }
+
+
+class Weights(Mapping[str, Weight]):
+    """Every stored tensor of a model by name; a read-only mapping with filters and audits.
+
+    Example:
+        >>> import onnxscope
+        >>> from onnxscope.testing import mlp_model
+        >>> ws = onnxscope.Model(mlp_model()).weights
+        >>> sorted(ws.select(op="Gemm", name="fc1.*"))
+        ['fc1.bias', 'fc1.weight']
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self._graph = graph
+        self._items: dict[str, Weight] = {}
+        for g in graph.ir.graphs():
+            for name, value in g.initializers.items():
+                if value.const_value is not None:
+                    self._items[name] = Weight(graph, name, value.const_value, "initializer")
+        for name, tensor in iter_tensors(graph.ir):
+            if name not in self._items:
+                self._items[name] = Weight(graph, name, tensor, "constant")
+
+    def __getitem__(self, name: str) -> Weight:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise NotFoundError(f"no weight {name!r}; {closest(name, self._items)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def select(self, name: str | None = None, op: str | None = None, role: str | None = None) -> Weights:
+        """Weights whose name matches the glob ``name``, used by an ``op`` node, in the given ``role``."""
+        keep = {
+            k: w
+            for k, w in self._items.items()
+            if (name is None or fnmatch.fnmatchcase(k, name))
+            and (op is None or any(u.op == op for u in w.uses))
+            and (role is None or any(u.role == role for u in w.uses))
+        }
+        if not keep and self._items:
+            ops = sorted({u.op for w in self._items.values() for u in w.uses})
+            what = []
+            if name is not None:
+                what.append(f"name {name!r} ({closest(name, self._items)})")
+            if op is not None:
+                what.append(f"op {op!r} (ops using weights: {', '.join(ops)})")
+            if role is not None:
+                what.append(f"role {role!r}")
+            raise InputError("no weight matches " + " and ".join(what))
+        view = Weights.__new__(Weights)
+        view._graph, view._items = self._graph, keep
+        return view
+
+    @property
+    def parameters(self) -> int:
+        """Total number of elements."""
+        return sum(w.size for w in self._items.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes as stored."""
+        return sum(w.nbytes for w in self._items.values())
+
+    def duplicates(self) -> list[list[str]]:
+        """Groups of names that hold identical tensors (same dtype, shape and bytes). Reads every tensor."""
+        by_key: dict[tuple[str, tuple[int, ...], int], list[Weight]] = {}
+        for w in self._items.values():
+            if w.size > 1 and w.tensor.dtype != ir.DataType.STRING:
+                by_key.setdefault((w.dtype, w.shape, w.nbytes), []).append(w)
+        groups: list[list[str]] = []
+        for cands in by_key.values():
+            if len(cands) < 2:
+                continue
+            by_digest: dict[str, list[str]] = {}
+            for w in cands:
+                by_digest.setdefault(w.digest(), []).append(w.name)
+            groups.extend(g for g in by_digest.values() if len(g) > 1)
+        return groups

@@ -1,0 +1,233 @@
+"""Neurons on graphs built in code; expected slices come from the operators' definitions, written out in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import onnxscope
+
+RNG = np.random.default_rng(0)
+
+
+def _model(text: str, tmp_path, **inits: np.ndarray) -> onnxscope.Model:
+    proto = onnx.parser.parse_model('<ir_version: 9, opset_import: ["": 17]>\n' + text)
+    for name, arr in inits.items():
+        proto.graph.initializer.append(numpy_helper.from_array(arr, name))
+    p = tmp_path / "m.onnx"
+    onnx.save(proto, p)
+    return onnxscope.load(p)
+
+
+def _r(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_incoming_follows_trans_b_and_alpha_beta(tmp_path, trans_b):
+    w = _r(5, 3) if trans_b else _r(3, 5)
+    c, w2 = _r(5), _r(4, 5)
+    m = _model(
+        f"""g (float[2, 3] x) => (float[2, 4] y) {{
+            h = Gemm <transB = {trans_b}, alpha = 2.0, beta = 0.5> (x, w, c)
+            y = MatMul(h, w2t)
+        }}""",
+        tmp_path,
+        w=w,
+        c=c,
+        w2t=w2.T.copy(),
+    )
+    n = m.neuron("h", 3)
+    per_unit = w if trans_b else w.T
+    np.testing.assert_allclose(n.incoming, 2.0 * per_unit[3])
+    assert float(n.bias) == pytest.approx(0.5 * c[3])
+    (out,) = n.outgoing
+    np.testing.assert_array_equal(out.weights, w2[:, 3])
+
+
+def test_matmul_with_the_weight_on_the_left(tmp_path):
+    w = _r(4, 3)
+    m = _model(
+        """g (float[3, 6] x) => (float[4, 6] y) {
+            y = MatMul(w, x)
+        }""",
+        tmp_path,
+        w=w,
+    )
+    n = m.neuron("y", 2)
+    np.testing.assert_array_equal(n.incoming, w[2])
+    assert n.axis == -2
+
+
+def test_matmul_then_add_finds_the_bias(tmp_path):
+    w, b = _r(3, 4), _r(4)
+    m = _model(
+        """g (float[2, 7, 3] x) => (float[2, 7, 4] y) {
+            h = MatMul(x, w)
+            y = Add(h, b)
+        }""",
+        tmp_path,
+        w=w,
+        b=b,
+    )
+    n = m.neuron("w", 1)
+    np.testing.assert_array_equal(n.incoming, w[:, 1])
+    assert float(n.bias) == b[1] and n.output == "y"
+
+
+def test_flatten_maps_a_channel_to_its_block_of_features(tmp_path):
+    wc, wf = _r(4, 2, 3, 3), _r(5, 4 * 3 * 3)
+    m = _model(
+        """g (float[1, 2, 5, 5] x) => (float[1, 5] y) {
+            c = Conv(x, wc)
+            r = Relu(c)
+            f = Flatten(r)
+            y = Gemm <transB = 1> (f, wf)
+        }""",
+        tmp_path,
+        wc=wc,
+        wf=wf,
+    )
+    n = m.neuron("c", 2)
+    np.testing.assert_array_equal(n.incoming, wc[2])
+    (out,) = n.outgoing
+    np.testing.assert_array_equal(out.weights, wf[:, 18:27])
+    assert out.inputs == tuple(range(18, 27))
+    assert (out.node, out.path) == ("y", ("r", "f"))
+
+
+def test_nhwc_transpose_then_reshape_maps_a_channel_to_strided_features(tmp_path):
+    wc, wd = _r(4, 2, 1, 1), _r(3 * 3 * 4, 6)
+    m = _model(
+        """g (float[1, 2, 3, 3] x) => (float[1, 6] y) {
+            c = Conv(x, wc)
+            t = Transpose <perm = [0, 2, 3, 1]> (c)
+            f = Reshape(t, shape)
+            y = MatMul(f, wd)
+        }""",
+        tmp_path,
+        wc=wc,
+        wd=wd,
+        shape=np.array([1, -1], np.int64),
+    )
+    n = m.neuron("c", 1)
+    channel_of_feature = (
+        np.broadcast_to(np.arange(4)[:, None, None], (4, 3, 3)).transpose(1, 2, 0).reshape(-1)
+    )
+    expected = np.flatnonzero(channel_of_feature == 1)
+    (out,) = n.outgoing
+    assert out.inputs == tuple(expected)
+    np.testing.assert_array_equal(out.weights, wd[expected].T)
+
+
+def test_grouped_and_depthwise_convolutions(tmp_path):
+    w1 = _r(6, 2, 3, 3)  # 4 input channels, group 2: out 0-2 read in 0-1, out 3-5 read in 2-3
+    w2 = _r(12, 1, 3, 3)  # depthwise, multiplier 2: channel c feeds outputs 2c, 2c+1
+    m = _model(
+        """g (float[1, 4, 8, 8] x) => (float[1, 12, 4, 4] y) {
+            a = Conv <group = 2> (x, w1)
+            y = Conv <group = 6> (a, w2)
+        }""",
+        tmp_path,
+        w1=w1,
+        w2=w2,
+    )
+    n = m.neuron("a", 4)
+    np.testing.assert_array_equal(n.incoming, w1[4])
+    assert n.input_channels == (2, 4)
+    (out,) = n.outgoing
+    assert out.targets == (8, 9)
+    np.testing.assert_array_equal(out.weights, w2[8:10, 0])
+
+
+def test_conv_transpose_incoming_and_outgoing(tmp_path):
+    wt = _r(4, 3, 2, 2)  # ConvTranspose: [in, out/group, kh, kw]
+    w2 = _r(5, 3, 1, 1)
+    m = _model(
+        """g (float[1, 4, 3, 3] x) => (float[1, 5, 6, 6] y) {
+            a = ConvTranspose <strides = [2, 2]> (x, wt)
+            y = ConvTranspose(a, w2b)
+        }""",
+        tmp_path,
+        wt=wt,
+        w2b=np.ascontiguousarray(w2.transpose(1, 0, 2, 3)),
+    )
+    n = m.neuron("a", 1)
+    np.testing.assert_array_equal(n.incoming, wt[:, 1])
+    (out,) = n.outgoing
+    np.testing.assert_array_equal(out.weights, w2.transpose(1, 0, 2, 3)[1])
+
+
+def test_a_branching_output_reaches_every_consumer(tmp_path):
+    w1, w2, w3 = _r(3, 3), _r(3, 3), _r(3, 2)
+    m = _model(
+        """g (float[2, 3] x) => (float[2, 2] y) {
+            h = MatMul(x, w1)
+            a = Relu(h)
+            b = MatMul(a, w2)
+            s = Add(a, b)
+            y = MatMul(s, w3)
+        }""",
+        tmp_path,
+        w1=w1,
+        w2=w2,
+        w3=w3,
+    )
+    n = m.neuron("h", 0)
+    by_node = {o.node: o for o in n.outgoing}
+    assert sorted(by_node) == ["b", "y"] and len(n.outgoing) == 2
+    np.testing.assert_array_equal(by_node["b"].weights, w2[0])
+    np.testing.assert_array_equal(by_node["y"].weights, w3[0])
+    assert by_node["y"].path == ("a", "s")
+
+
+@pytest.mark.parametrize(
+    ("op_text", "reason"),
+    [("s = Softmax <axis = -1> (h)", "Softmax mixes"), ("s = Gather(h, idx)", "Gather selects")],
+)
+def test_paths_that_cannot_be_followed_are_reported_not_guessed(tmp_path, op_text, reason):
+    m = _model(
+        f"""g (float[2, 3] x) => (float[?] s) {{
+            h = MatMul(x, w)
+            {op_text}
+        }}""",
+        tmp_path,
+        w=_r(3, 4),
+        idx=np.array([0], np.int64),
+    )
+    n = m.neuron("h", 1)
+    assert n.outgoing == ()
+    assert any(reason in s.reason and s.op in ("Softmax", "Gather") for s in n.stops)
+
+
+def test_a_reshape_into_heads_is_a_stop(tmp_path):
+    m = _model(
+        """g (float[2, 8] x) => (float[2, 2, 4] y) {
+            h = MatMul(x, w)
+            y = Reshape(h, shape)
+        }""",
+        tmp_path,
+        w=_r(8, 8),
+        shape=np.array([2, 2, 4], np.int64),
+    )
+    (stop,) = [s for s in m.neuron("h", 5).stops if s.op == "Reshape"]
+    assert "splits the neuron" in stop.reason
+
+
+def test_errors_name_the_layer_and_the_alternatives(tmp_path):
+    m = _model(
+        """g (float[2, 3] x) => (float[2, 4] y) {
+            h = MatMul(x, w)
+            y = Relu(h)
+        }""",
+        tmp_path,
+        w=_r(3, 4),
+    )
+    with pytest.raises(onnxscope.InputError, match=r"index 4 is out of range .* valid indices 0\.\.3"):
+        m.neuron("h", 4)
+    with pytest.raises(onnxscope.NotFoundError, match="no layer 'hh'; did you mean"):
+        m.neuron("hh", 0)
+    with pytest.raises(onnxscope.UnsupportedError, match="is a Relu: neuron queries need a weighted layer"):
+        m.neuron("y", 0)
