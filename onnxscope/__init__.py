@@ -9,6 +9,7 @@ Example:
     ((3,), 'fc2')
 """
 
+from onnxscope.capture import Capture, NeuronValues, NodeValues, capture, load_capture
 from onnxscope.errors import (
     CaptureError,
     ConversionError,
@@ -19,6 +20,7 @@ from onnxscope.errors import (
     OnnxscopeError,
     UnsupportedError,
 )
+from onnxscope.expose import TensorMeta
 from onnxscope.model import Model, Summary, load
 from onnxscope.neurons import Neuron, Outgoing, Stop
 from onnxscope.weights import Quantization, Weight, Weights, WeightStats
@@ -38,6 +40,13 @@ __all__ = [
     "Neuron",
     "Outgoing",
     "Stop",
+    # run-time capture
+    "capture",
+    "load_capture",
+    "Capture",
+    "TensorMeta",
+    "NodeValues",
+    "NeuronValues",
     # errors
     "OnnxscopeError",
     "ModelLoadError",

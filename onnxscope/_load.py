@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from onnxscope.errors import ModelLoadError
 
-__all__ = ["check_external_data", "iter_tensors", "load_ir", "schema_input_names"]
+__all__ = ["check_external_data", "iter_tensors", "load_ir", "read_tensor_pb", "schema_input_names"]
 
 
 def load_ir(path: str | os.PathLike[str]) -> ir.Model:
@@ -127,3 +127,24 @@ def schema_input_names(op_type: str, domain: str, opset: int) -> list[str]:
     except Exception:  # unknown op or domain: no schema, caller falls back to positions
         return []
     return [i.name for i in schema.inputs]
+
+
+def read_tensor_pb(path: str | os.PathLike[str]) -> tuple[str, object]:
+    """Read a serialized ONNX ``TensorProto`` (the format of onnx's test data sets) as ``(name, ndarray)``.
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "input_0.pb")
+        >>> _ = open(p, "wb").write(onnx.numpy_helper.from_array(np.ones(2, np.float32), "x").SerializeToString())
+        >>> read_tensor_pb(p)
+        ('x', array([1., 1.], dtype=float32))
+    """
+    t = onnx.TensorProto()
+    try:
+        with open(path, "rb") as f:
+            t.ParseFromString(f.read())
+        return t.name, onnx.numpy_helper.to_array(t)
+    except (DecodeError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{os.fspath(path)}: not a serialized ONNX TensorProto ({e})") from e
+    except OSError as e:
+        raise ModelLoadError(f"{os.fspath(path)}: cannot read ({e.strerror})") from e

@@ -1,0 +1,401 @@
+"""Run-time capture: every chosen tensor of one onnxruntime run, as one read-only :class:`Capture`.
+
+Example:
+    >>> import numpy as np, onnxscope
+    >>> from onnxscope.testing import mlp_model
+    >>> m = onnxscope.Model(mlp_model(in_features=3, hidden=4, out_features=2))
+    >>> cap = onnxscope.capture(m, {"x": np.ones((1, 3), np.float32)})
+    >>> sorted(cap), cap["h"].shape, list(cap.outputs)
+    (['a', 'h', 'x', 'y'], (1, 4), ['y'])
+    >>> bool((cap["a"] == np.maximum(cap["h"], 0)).all())
+    True
+
+Shapes: each array is what onnxruntime returned for that tensor, with one extra leading axis per enclosing
+Loop/Scan (the iteration). ``capture.neuron(layer, i)`` slices the neuron's axis out of the layer's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from onnxscope.errors import (
+    CaptureError,
+    InputError,
+    MissingDependencyError,
+    NotFoundError,
+    UnsupportedError,
+    closest,
+)
+from onnxscope.expose import Plan, Selection, TensorMeta, expose
+from onnxscope.inputs import prepare_inputs
+from onnxscope.model import Model, load
+from onnxscope.neurons import _ELEMENTWISE, neuron
+from onnxscope.report import save_npz
+
+__all__ = ["Capture", "NeuronValues", "NodeValues", "capture", "load_capture"]
+
+_META_KEY = "__onnxscope__"
+_FORMAT = 1
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+@dataclass(frozen=True)
+class NodeValues:
+    """A node's inputs and outputs by tensor name; ``None`` where a tensor was not captured."""
+
+    node: str
+    op: str
+    inputs: dict[str, np.ndarray | None]
+    outputs: dict[str, np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class NeuronValues:
+    """One neuron's values over a run: ``pre`` (the layer's output after its bias) and ``post`` (after the
+    activation chain that follows it, or ``pre`` again when there is none), the neuron's axis removed."""
+
+    layer: str
+    index: int
+    pre_tensor: str
+    pre: np.ndarray
+    post_tensor: str
+    post: np.ndarray
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependencyError("capture needs onnxruntime: pip install 'onnxscope[runtime]'") from e
+    return onnxruntime
+
+
+class Capture(Mapping[str, np.ndarray]):
+    """Captured tensors of one run: a read-only mapping from tensor name to array, with helpers.
+
+    Keys are ONNX tensor names for the top-level graph and ``node/attr/tensor`` paths inside If/Loop/Scan
+    bodies; the model's inputs are included. Weights are not copied in: :meth:`node` reads them from the model.
+    """
+
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        meta: dict[str, TensorMeta],
+        inputs: list[str],
+        outputs: list[str],
+        nodes: dict[str, dict[str, Any]],
+        skipped: dict[str, str],
+        model: Model | None = None,
+        model_path: str | None = None,
+    ) -> None:
+        self._arrays = arrays
+        self._meta = meta
+        self._inputs = inputs
+        self._outputs = outputs
+        self._nodes = nodes
+        self.skipped = dict(skipped)
+        self._model = model
+        self.model_path = model_path
+
+    # -- mapping ---------------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            if name in self.skipped:
+                raise NotFoundError(f"tensor {name!r} was not captured: {self.skipped[name]}") from None
+            raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self._arrays)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __repr__(self) -> str:
+        return f"<onnxscope.Capture: {len(self)} tensors, outputs {self._outputs}>"
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The model's real outputs, in order."""
+        return {k: self._arrays[k] for k in self._outputs}
+
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The inputs the run was fed."""
+        return {k: self._arrays[k] for k in self._inputs}
+
+    def info(self, name: str) -> TensorMeta:
+        """Where tensor ``name`` comes from: producing node and op, module path, enclosing bodies."""
+        if name in self._meta:
+            return self._meta[name]
+        if name in self._inputs:
+            return TensorMeta(name, name, None, None)
+        raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self._meta)}")
+
+    def executed(self, name: str) -> bool | np.ndarray:
+        """Whether ``name`` was computed: ``True`` outside If branches; inside them, from the captured
+        conditions (an array over iterations when the If sits in a Loop/Scan)."""
+        result: bool | np.ndarray = True
+        for cond, branch in self.info(name).conditions:
+            if cond not in self._arrays:
+                raise NotFoundError(f"the condition {cond!r} of {name!r} was not captured; capture it too")
+            value = np.asarray(self._arrays[cond]).astype(bool)
+            k = self.info(cond).iteration_axes  # the condition is a one-element tensor per iteration
+            value = value.reshape(value.shape[:k]) if k else value.reshape(-1)[0]
+            result = np.logical_and(result, value == branch)
+        return result if isinstance(result, np.ndarray) and result.ndim else bool(result)
+
+    def _value(self, name: str | None) -> np.ndarray | None:
+        if name is None:
+            return None
+        if name in self._arrays:
+            return self._arrays[name]
+        if self._model is not None and name in self._model.weights:
+            return self._model.weights[name].numpy()
+        return None
+
+    def node(self, name: str) -> NodeValues:
+        """A node's input and output arrays (initializers read lazily from the model, not copied)."""
+        if name not in self._nodes:
+            raise NotFoundError(f"no node {name!r}; {closest(name, self._nodes)}")
+        n = self._nodes[name]
+        return NodeValues(
+            name,
+            n["op"],
+            {k: self._value(k) for k in n["inputs"] if k},
+            {k: self._value(k) for k in n["outputs"] if k},
+        )
+
+    def neuron(self, layer: str, index: int) -> NeuronValues:
+        """Pre- and post-activation values of unit ``index`` of ``layer`` (any name the neuron view takes)."""
+        if self._model is None:
+            raise UnsupportedError("this capture has no model attached; use load_capture(path, model=...)")
+        n = neuron(self._model, layer, index)
+        pre_name = n.output
+        post_name = pre_name
+        value = self._model.value(pre_name)
+        while True:  # follow a single chain of element-wise ops (the activation, BatchNorm, Q/DQ…)
+            uses = list(value.uses())
+            if len(uses) != 1 or value.is_graph_output():
+                break
+            user, i = uses[0]
+            if (
+                user.op_type not in _ELEMENTWISE
+                or user.op_type in ("Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Where", "Pow")
+                or int(i) != 0
+            ):
+                break
+            value = user.outputs[0]
+            post_name = value.name or post_name
+        pre, post = self[pre_name], self[post_name]
+        return NeuronValues(
+            n.layer,
+            index,
+            pre_name,
+            np.take(pre, index, axis=n.axis),
+            post_name,
+            np.take(post, index, axis=n.axis),
+        )
+
+    def stats_table(self) -> list[dict[str, Any]]:
+        """One row per tensor: name, op, shape, dtype, min/mean/max, NaN/Inf counts (as the CLI prints)."""
+        rows = []
+        for name, a in self._arrays.items():
+            meta = self._meta.get(name)
+            row: dict[str, Any] = {
+                "tensor": name,
+                "op": meta.op if meta else "input",
+                "shape": list(a.shape),
+                "dtype": str(a.dtype),
+            }
+            if a.dtype.kind in "biuf" and a.size:
+                f = a.astype(np.float64, copy=False)
+                finite = np.isfinite(f)
+                ok = f[finite]
+                row.update(
+                    min=float(ok.min()) if ok.size else None,
+                    mean=float(ok.mean()) if ok.size else None,
+                    max=float(ok.max()) if ok.size else None,
+                    nan=int(np.isnan(f).sum()),
+                    inf=int(np.isinf(f).sum()),
+                )
+            else:
+                row.update(min=None, mean=None, max=None, nan=0, inf=0)
+            rows.append(row)
+        return rows
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write every array and the metadata to one ``.npz`` (atomically; nothing pickled)."""
+        meta = {
+            "format": _FORMAT,
+            "model": self.model_path,
+            "inputs": self._inputs,
+            "outputs": self._outputs,
+            "tensors": {k: m.to_dict() for k, m in self._meta.items()},
+            "nodes": self._nodes,
+            "skipped": self.skipped,
+            "keys": list(self._arrays),
+        }
+        arrays = {f"t{i}": a for i, a in enumerate(self._arrays.values())}
+        arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        return save_npz(path, arrays)
+
+
+def load_capture(
+    path: str | os.PathLike[str], model: Model | str | os.PathLike[str] | None = None
+) -> Capture:
+    """Read a capture written by :meth:`Capture.save`; pass ``model`` to read weights and use ``.neuron``.
+
+    Example:
+        >>> import numpy as np, onnxscope, tempfile, os
+        >>> from onnxscope.testing import mlp_model
+        >>> cap = onnxscope.capture(onnxscope.Model(mlp_model()), {"x": np.ones((2, 3), np.float32)})
+        >>> back = load_capture(cap.save(os.path.join(tempfile.mkdtemp(), "c.npz")))
+        >>> bool(np.array_equal(back["y"], cap["y"])), back.info("h").op
+        (True, 'Gemm')
+    """
+    from onnxscope.errors import ModelLoadError
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise ModelLoadError(f"{p}: no such capture file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if _META_KEY not in z.files:
+                raise ModelLoadError(f"{p}: not an onnxscope capture (no {_META_KEY} entry)")
+            meta = json.loads(bytes(z[_META_KEY]).decode())
+            arrays = {k: z[f"t{i}"] for i, k in enumerate(meta["keys"])}
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{p}: not a readable onnxscope capture ({e})") from e
+    if isinstance(model, (str, os.PathLike)):
+        model = load(model)
+    return Capture(
+        arrays,
+        {k: TensorMeta.from_dict(v) for k, v in meta["tensors"].items()},
+        meta["inputs"],
+        meta["outputs"],
+        meta["nodes"],
+        meta["skipped"],
+        model,
+        meta.get("model"),
+    )
+
+
+def session_options(optimization: str = "basic", threads: int | None = None) -> Any:
+    """onnxruntime ``SessionOptions`` at the given optimization level (disable/basic/extended/all)."""
+    ort = _ort()
+    if optimization not in _LEVELS:
+        raise InputError(f"optimization {optimization!r}: choose one of {', '.join(_LEVELS)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimization])
+    if threads is not None:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def make_session(model_bytes: bytes, folder: str | None, so: Any, providers: list[str] | None) -> Any:
+    """An onnxruntime session over serialized model bytes whose external data lives in ``folder``."""
+    ort = _ort()
+    available = ort.get_available_providers()
+    providers = providers or ["CPUExecutionProvider"]
+    for p in providers:
+        if p not in available:
+            raise InputError(f"requested provider {p!r} is not available; available: {', '.join(available)}")
+    if folder:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+    try:
+        return ort.InferenceSession(model_bytes, so, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for load failures
+        raise CaptureError(f"onnxruntime cannot load the model: {_first_line(e)}") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _serialize(plan: Plan) -> bytes:
+    import onnx_ir as ir
+
+    return ir.to_proto(plan.model).SerializeToString()
+
+
+def capture(
+    model: Model | str | os.PathLike[str],
+    inputs: Mapping[str, np.ndarray] | None = None,
+    select: Selection = None,
+    exclude: Selection = None,
+    providers: list[str] | None = None,
+    *,
+    random: bool = False,
+    seed: int = 0,
+    dims: Mapping[str, int] | None = None,
+    optimization: str = "basic",
+    threads: int | None = None,
+) -> Capture:
+    """Run the model once with onnxruntime and capture the chosen tensors (default: every tensor).
+
+    Parameters:
+        model: a :class:`Model` or a path.
+        inputs: arrays by input name; missing ones are generated when ``random`` (with ``seed`` and ``dims``).
+        select, exclude: what to capture (see :func:`onnxscope.expose.expose`: names, globs, ``re:``, ``op:``,
+            ``node:``, ``module:`` or a predicate).
+        providers: onnxruntime execution providers (default CPU).
+        optimization: onnxruntime graph optimization level; ``"basic"`` (default) keeps every captured tensor
+            and gives outputs bit-identical to a plain run at that level.
+        threads: ``intra_op_num_threads`` (``None``: onnxruntime's default).
+
+    Raises:
+        InputError: wrong input name/rank/shape/dtype, or a bad selection (before onnxruntime runs).
+        NotFoundError: a selected tensor name that does not exist.
+        CaptureError: onnxruntime cannot load or run the model.
+
+    Example:
+        >>> import numpy as np, onnxscope
+        >>> from onnxscope.testing import mlp_model
+        >>> cap = capture(onnxscope.Model(mlp_model()), random=True, dims={"batch": 2}, select="op:Relu")
+        >>> sorted(cap)
+        ['a', 'x', 'y']
+    """
+    if not isinstance(model, Model):
+        model = load(model)
+    feeds = prepare_inputs(model, inputs, random=random, seed=seed, dims=dims)
+    plan = expose(model, select, exclude)
+    folder = os.path.dirname(os.path.abspath(model.path)) if model.path else None
+    sess = make_session(_serialize(plan), folder, session_options(optimization, threads), providers)
+    names = [o.name for o in sess.get_outputs()]
+    try:
+        results = sess.run(names, feeds)
+    except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
+        raise CaptureError(f"onnxruntime failed to run {label_of(model)}: {_first_line(e)}") from e
+    arrays: dict[str, np.ndarray] = dict(feeds)
+    skipped = dict(plan.skipped)
+    for name, value in zip(names, results, strict=True):
+        cname = plan.outputs.get(name, name)
+        if isinstance(value, np.ndarray):
+            arrays[cname] = value
+        else:
+            skipped[cname] = f"onnxruntime returned a {type(value).__name__}, not a tensor"
+    meta = {k: m for k, m in plan.meta.items() if k in arrays}
+    return Capture(arrays, meta, list(feeds), plan.real_outputs, plan.nodes, skipped, model, model.path)
+
+
+def label_of(model: Model) -> str:
+    """How errors name a model: its path, or ``the model``."""
+    return repr(model.path) if model.path else "the model"

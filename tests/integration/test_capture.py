@@ -1,0 +1,229 @@
+"""capture(): every tensor against onnx's ReferenceEvaluator, outputs bit-identical to plain onnxruntime,
+external data, inputs from files, and every bad input refused before onnxruntime runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import onnxscope
+from onnxscope.capture import make_session, session_options
+from onnxscope.testing import mlp_model, save
+
+ort = pytest.importorskip("onnxruntime")
+
+GRAPHS = {
+    "conv-bn-pool-gemm": """<ir_version: 9, opset_import: ["": 17]>
+        g (float[2, 3, 6, 6] x) => (float[2, 4] y) {
+            c = Conv <pads = [1, 1, 1, 1]> (x, w, b)
+            n = BatchNormalization(c, s, bb, mu, var)
+            r = Relu(n)
+            p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r)
+            f = Flatten(p)
+            y = Gemm <transB = 1> (f, fw, fb)
+        }""",
+    "attention-like": """<ir_version: 9, opset_import: ["": 17]>
+        g (float[2, 5, 8] x) => (float[2, 5, 8] y) {
+            q = MatMul(x, wq)
+            k = MatMul(x, wk)
+            kt = Transpose <perm = [0, 2, 1]> (k)
+            sc = MatMul(q, kt)
+            sc2 = Div(sc, scale)
+            p = Softmax <axis = -1> (sc2)
+            v = MatMul(x, wv)
+            a = MatMul(p, v)
+            res = Add(a, x)
+            y = LayerNormalization <axis = -1> (res, ln_s, ln_b)
+        }""",
+}
+
+
+def _inits(name):
+    rng = np.random.default_rng(0)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    if name == "conv-bn-pool-gemm":
+        return {
+            "w": r(5, 3, 3, 3),
+            "b": r(5),
+            "s": r(5),
+            "bb": r(5),
+            "mu": r(5),
+            "var": rng.uniform(0.5, 2, 5).astype(np.float32),
+            "fw": r(4, 45),
+            "fb": r(4),
+        }
+    return {
+        "wq": r(8, 8),
+        "wk": r(8, 8),
+        "wv": r(8, 8),
+        "scale": np.array(np.sqrt(8), np.float32),
+        "ln_s": r(8),
+        "ln_b": r(8),
+    }
+
+
+def _save(name, tmp_path):
+    proto = onnx.parser.parse_model(GRAPHS[name])
+    proto.graph.initializer.extend(numpy_helper.from_array(a, k) for k, a in _inits(name).items())
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(proto, path)
+    return proto, path
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_every_captured_tensor_equals_the_reference_evaluator(tmp_path, name):
+    proto, path = _save(name, tmp_path)
+    x = (
+        np.random.default_rng(1)
+        .standard_normal([d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim])
+        .astype(np.float32)
+    )
+    cap = onnxscope.capture(path, {"x": x})
+    ref = ReferenceEvaluator(proto).run(None, {"x": x}, intermediate=True)
+    produced = {o for n in proto.graph.node for o in n.output}
+    assert produced <= set(cap), produced - set(cap)
+    for k in produced:
+        np.testing.assert_allclose(cap[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_outputs_are_bit_identical_to_plain_onnxruntime_at_basic(tmp_path):
+    proto, path = _save("attention-like", tmp_path)
+    x = np.random.default_rng(2).standard_normal((2, 5, 8)).astype(np.float32)
+    plain = ort.InferenceSession(str(path), session_options("basic"), providers=["CPUExecutionProvider"])
+    expected = plain.run(None, {"x": x})[0]
+    got = onnxscope.capture(path, {"x": x}).outputs["y"]
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_external_data_models_run_without_loading_weights_into_the_rewrite(tmp_path):
+    path = save(
+        mlp_model(in_features=5, hidden=64, out_features=3),
+        tmp_path / "ext.onnx",
+        external_data="ext.onnx.data",
+    )
+    m = onnxscope.load(path)
+    assert m.weights["fc1.weight"].external == "ext.onnx.data"
+    x = np.ones((2, 5), np.float32)
+    cap = onnxscope.capture(m, {"x": x})
+    assert m.weights["fc1.weight"].tensor.raw is None, "the rewrite must not read external weights"
+    w = mlp_model(in_features=5, hidden=64, out_features=3).graph.initializers
+    h = x @ w["fc1.weight"].const_value.numpy().T + w["fc1.bias"].const_value.numpy()
+    np.testing.assert_allclose(cap["h"], h, rtol=1e-5)
+    node = cap.node("fc1")
+    assert node.op == "Gemm" and set(node.inputs) == {"x", "fc1.weight", "fc1.bias"}
+    np.testing.assert_array_equal(node.inputs["fc1.weight"], w["fc1.weight"].const_value.numpy())
+
+
+def test_untyped_intermediates_are_captured_without_shape_inference(tmp_path):
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    del proto.graph.value_info[:]
+    onnx.save(proto, path)
+    m = onnxscope.load(path)
+    assert m.value("p").shape is None
+    cap = onnxscope.capture(m, random=True)
+    assert cap["p"].shape == (2, 5, 3, 3)
+
+
+def test_select_and_exclude(tmp_path):
+    _, path = _save("attention-like", tmp_path)
+    x = np.zeros((2, 5, 8), np.float32)
+    assert sorted(onnxscope.capture(path, {"x": x}, select="op:Softmax")) == ["p", "x", "y"]
+    assert sorted(onnxscope.capture(path, {"x": x}, select=["re:^s", "k*"], exclude="kt")) == [
+        "k",
+        "sc",
+        "sc2",
+        "x",
+        "y",
+    ]
+    assert sorted(
+        onnxscope.capture(path, {"x": x}, select=lambda t: t.op == "MatMul" and t.name.startswith("q"))
+    ) == ["q", "x", "y"]
+
+
+def test_capture_neuron_gives_pre_and_post_activation(tmp_path):
+    m = onnxscope.Model(mlp_model(in_features=3, hidden=4, out_features=2))
+    x = np.random.default_rng(3).standard_normal((5, 3)).astype(np.float32)
+    cap = onnxscope.capture(m, {"x": x})
+    n = cap.neuron("fc1", 2)
+    w = m.weights["fc1.weight"].numpy()
+    pre = x @ w[2] + m.weights["fc1.bias"].numpy()[2]
+    np.testing.assert_allclose(n.pre, pre, rtol=1e-5)
+    np.testing.assert_allclose(n.post, np.maximum(pre, 0), rtol=1e-5)
+    assert (n.pre_tensor, n.post_tensor) == ("h", "a")
+
+
+def test_save_and_load_capture_round_trip(tmp_path):
+    m = onnxscope.Model(mlp_model())
+    cap = onnxscope.capture(m, random=True, dims={"batch": 3})
+    back = onnxscope.load_capture(cap.save(tmp_path / "c.npz"), model=m)
+    assert list(back) == list(cap)
+    for k in cap:
+        np.testing.assert_array_equal(back[k], cap[k])
+    np.testing.assert_array_equal(back.neuron("fc1", 1).post, cap.neuron("fc1", 1).post)
+    assert not list(tmp_path.glob(".onnxscope-*")), "no temporary file left behind"
+
+
+def test_inputs_from_npy_npz_and_pb_files(tmp_path):
+    from onnxscope.inputs import read_inputs
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "all.npz", x=x)
+    (tmp_path / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+    for feeds in (
+        read_inputs(["x=" + str(tmp_path / "x.npy")]),
+        read_inputs(bundle=tmp_path / "all.npz"),
+        read_inputs(["x=" + str(tmp_path / "input_0.pb")]),
+        read_inputs(bundle=tmp_path),
+    ):
+        np.testing.assert_array_equal(feeds["x"], x)
+
+
+@pytest.mark.parametrize(
+    ("feeds", "message"),
+    [
+        (
+            {"z": np.zeros((1, 3), np.float32)},
+            r"the model has no input 'z'; its inputs are x \(float32 \[batch, 3\]\)",
+        ),
+        (
+            {"x": np.zeros((1, 3), np.float64)},
+            r"input 'x': the model expects float32 \[batch, 3\], got float64",
+        ),
+        ({"x": np.zeros((3,), np.float32)}, r"input 'x': the model expects rank 2 .* got rank 1"),
+        ({"x": np.zeros((2, 4), np.float32)}, r"axis 1 must be 3"),
+        ({}, r"missing input 'x' \(float32 \[batch, 3\]\)"),
+    ],
+)
+def test_bad_inputs_are_refused_before_onnxruntime_runs(feeds, message):
+    with pytest.raises(onnxscope.InputError, match=message):
+        onnxscope.capture(onnxscope.Model(mlp_model()), feeds)
+
+
+def test_random_inputs_need_symbolic_dims_set():
+    with pytest.raises(onnxscope.InputError, match=r"symbolic dimension 'batch'; set it \(--dim batch=N\)"):
+        onnxscope.capture(onnxscope.Model(mlp_model()), random=True)
+
+
+def test_an_unknown_tensor_in_select_names_close_ones():
+    with pytest.raises(onnxscope.NotFoundError, match=r"select 'hh': no such tensor; did you mean 'h'"):
+        onnxscope.capture(onnxscope.Model(mlp_model()), random=True, dims={"batch": 1}, select="hh")
+
+
+def test_a_model_onnxruntime_cannot_load_is_a_capture_error(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17, "custom.domain": 1]>
+        g (float[2] x) => (float[2] y) { y = custom.domain.Frobnicate(x) }""")
+    onnx.save(proto, tmp_path / "custom.onnx")
+    with pytest.raises(onnxscope.CaptureError, match="onnxruntime cannot load the model"):
+        onnxscope.capture(tmp_path / "custom.onnx", random=True)
+
+
+def test_an_unavailable_provider_lists_the_available_ones():
+    with pytest.raises(
+        onnxscope.InputError,
+        match=r"provider 'NoSuchProvider' is not available; available: .*CPUExecutionProvider",
+    ):
+        make_session(b"", None, session_options(), ["NoSuchProvider"])
