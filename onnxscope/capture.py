@@ -331,9 +331,7 @@ def _first_line(e: Exception) -> str:
 
 
 def _serialize(plan: Plan) -> bytes:
-    import onnx_ir as ir
-
-    return ir.to_proto(plan.model).SerializeToString()
+    return _serialize_model(plan.model)
 
 
 def capture(
@@ -376,24 +374,80 @@ def capture(
     if not isinstance(model, Model):
         model = load(model)
     feeds = prepare_inputs(model, inputs, random=random, seed=seed, dims=dims)
-    plan = expose(model, select, exclude)
     folder = os.path.dirname(os.path.abspath(model.path)) if model.path else None
-    sess = make_session(_serialize(plan), folder, session_options(optimization, threads), providers)
-    names = [o.name for o in sess.get_outputs()]
-    try:
-        results = sess.run(names, feeds)
-    except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
-        raise CaptureError(f"onnxruntime failed to run {label_of(model)}: {_first_line(e)}") from e
-    arrays: dict[str, np.ndarray] = dict(feeds)
+    plan, sess, names, results = _run(model, feeds, select, exclude, folder, optimization, threads, providers)
+    fed_arrays = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
     skipped = dict(plan.skipped)
+    got: dict[str, np.ndarray] = {}
     for name, value in zip(names, results, strict=True):
         cname = plan.outputs.get(name, name)
         if isinstance(value, np.ndarray):
-            arrays[cname] = value
+            got[cname] = value
         else:
             skipped[cname] = f"onnxruntime returned a {type(value).__name__}, not a tensor"
+    order = [k for k in plan.meta if k in got] + [k for k in got if k not in plan.meta]  # graph order
+    arrays = {**fed_arrays, **{k: got[k] for k in order}}
+    fed = list(fed_arrays)
+    if _rounds_differently(model, sess) and len(names) > len(plan.real_outputs):
+        # onnxruntime's CPU kernels run float16 graphs in float32 between ops; an intermediate marked as an
+        # output is rounded to float16, which changes what follows. The real outputs come from a plain run.
+        plain = make_session(
+            _serialize_model(model.ir), folder, session_options(optimization, threads), providers
+        )
+        for name, value in zip(plan.real_outputs, plain.run(plan.real_outputs, feeds), strict=True):
+            if isinstance(value, np.ndarray):
+                arrays[name] = value
     meta = {k: m for k, m in plan.meta.items() if k in arrays}
-    return Capture(arrays, meta, list(feeds), plan.real_outputs, plan.nodes, skipped, model, model.path)
+    return Capture(arrays, meta, fed, plan.real_outputs, plan.nodes, skipped, model, model.path)
+
+
+def _run(
+    model: Model,
+    feeds: dict[str, Any],
+    select: Selection,
+    exclude: Selection,
+    folder: str | None,
+    optimization: str,
+    threads: int | None,
+    providers: list[str] | None,
+) -> tuple[Plan, Any, list[str], list[Any]]:
+    """Run the rewritten model; if onnxruntime refuses the rewritten subgraphs, retry carrying out fewer of
+    their tensors (first only fixed-shape ones, then none), and record why the rest is missing."""
+    failures: list[str] = []
+    for nested in ("all", "static", "none"):
+        plan = expose(model, select, exclude, nested=nested)
+        try:
+            sess = make_session(_serialize(plan), folder, session_options(optimization, threads), providers)
+            names = [o.name for o in sess.get_outputs()]
+            try:
+                results = sess.run(names, feeds)
+            except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
+                raise CaptureError(f"onnxruntime failed to run {label_of(model)}: {_first_line(e)}") from e
+        except CaptureError as e:
+            carried = any(m.scopes for m in plan.meta.values())
+            if not carried:
+                raise
+            failures.append(str(e))
+            continue
+        for name in list(plan.skipped):
+            if failures and "subgraph" in plan.skipped[name]:
+                plan.skipped[name] += f" (with it: {failures[0]})"
+        return plan, sess, names, results
+    raise AssertionError("unreachable: the last attempt carries nothing out of subgraphs")
+
+
+def _rounds_differently(model: Model, sess: Any) -> bool:
+    if "CPUExecutionProvider" not in sess.get_providers():
+        return False
+    low = {"FLOAT16", "BFLOAT16"}
+    values = (*model.ir.graph.inputs, *model.ir.graph.outputs, *model.ir.graph.initializers.values())
+    return any(v.dtype is not None and v.dtype.name in low for v in values)
+
+
+def _serialize_model(model: Any) -> bytes:
+    import onnx_ir as ir
+
+    return ir.to_proto(model).SerializeToString()
 
 
 def label_of(model: Model) -> str:

@@ -245,7 +245,7 @@ def _placeholder(graph: ir.Graph, like: ir.Value, name: str) -> ir.Value | None:
     if like.dtype is None or like.dtype == ir.DataType.STRING:
         return None
     shape = (0,)
-    if like.shape is not None and all(isinstance(d, int) for d in like.shape):
+    if like.shape is not None and all(isinstance(d, int) and d >= 0 for d in like.shape):
         shape = tuple(int(d) for d in like.shape)
     array = np.zeros(shape, dtype=like.dtype.numpy())
     node = ir.Node(
@@ -263,28 +263,49 @@ def _placeholder(graph: ir.Graph, like: ir.Value, name: str) -> ir.Value | None:
 
 
 class _Rewriter:
-    def __init__(self, chosen: set[int], skipped: dict[str, str]) -> None:
+    def __init__(self, chosen: set[int], skipped: dict[str, str], nested: str) -> None:
         self.chosen = chosen  # ids of the values to capture
         self.skipped = skipped
+        self.nested = nested  # "all", "static" (only fixed-shape body tensors) or "none"
         self.counter = 0
 
     def fresh(self) -> str:
         self.counter += 1
         return f"onnxscope::{self.counter}"
 
-    def rewrite(self, graph: ir.Graph, cands: dict[int, Candidate]) -> list[tuple[ir.Value, TensorMeta]]:
+    def _take(
+        self, v: ir.Value, cands: dict[int, Candidate], nested: bool, out: list[tuple[ir.Value, TensorMeta]]
+    ) -> None:
+        if id(v) not in self.chosen:
+            return
+        meta = cands[id(v)].meta
+        if nested and v.type is not None and not isinstance(v.type, ir.TensorType):
+            self.skipped[meta.name] = (
+                f"a {type(v.type).__name__} inside a subgraph; only tensors are carried out"
+            )
+            return
+        if nested and self.nested == "none":
+            self.skipped[meta.name] = "inside a subgraph that onnxruntime would not run rewritten"
+            return
+        static = v.shape is not None and all(isinstance(d, int) and d >= 0 for d in v.shape)
+        if nested and self.nested == "static" and not static:
+            self.skipped[meta.name] = "inside a subgraph, with a shape that may change between iterations"
+            return
+        out.append((v, meta))
+
+    def rewrite(
+        self, graph: ir.Graph, cands: dict[int, Candidate], nested: bool = False
+    ) -> list[tuple[ir.Value, TensorMeta]]:
         exported: list[tuple[ir.Value, TensorMeta]] = []
         for v in graph.inputs:
-            if id(v) in self.chosen:
-                exported.append((v, cands[id(v)].meta))
+            self._take(v, cands, nested, exported)
         for node in list(graph):
             for v in node.outputs:
-                if id(v) in self.chosen:
-                    exported.append((v, cands[id(v)].meta))
+                self._take(v, cands, nested, exported)
             subs = _graph_attrs(node)
             if not subs:
                 continue
-            inner = {name: self.rewrite(sub, cands) for name, sub in subs}
+            inner = {name: self.rewrite(sub, cands, nested=True) for name, sub in subs}
             if not any(inner.values()):
                 continue
             if node.op_type == "If" and set(inner) == {"then_branch", "else_branch"}:
@@ -336,7 +357,7 @@ class _Rewriter:
         return exported
 
 
-def expose(graph: Graph, select: Selection = None, exclude: Selection = None) -> Plan:
+def expose(graph: Graph, select: Selection = None, exclude: Selection = None, nested: str = "all") -> Plan:
     """Plan a capture: choose tensors (default: all), rewrite a clone of the model so each is an output.
 
     Parameters:
@@ -344,6 +365,8 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None) ->
         select: what to capture — a tensor name, a glob (``"layer1.*"``), ``"re:REGEX"``, ``"op:Conv"``,
             ``"node:NAME"``, ``"module:encoder.layer.0"``, a list of those, or a predicate on :class:`TensorMeta`.
         exclude: the same forms; removed from the selection.
+        nested: which selected tensors inside If/Loop/Scan bodies to carry out: ``"all"``, ``"static"`` (only
+            those whose shape is known and fixed, so per-iteration slices stack) or ``"none"``.
 
     Raises:
         NotFoundError: a literal tensor name that the model does not have (close names are suggested).
@@ -355,10 +378,10 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None) ->
     chosen_names = {m.name for m in metas} if select is None else _select(metas, select, "select")
     chosen_names -= _select(metas, exclude, "exclude")
     chosen = {id(c.value) for c in cands if c.meta.name in chosen_names}
-    if any(c.meta.scopes and c.meta.name in chosen_names for c in cands):
+    if nested != "none" and any(c.meta.scopes and c.meta.name in chosen_names for c in cands):
         _infer_types(model)
     skipped: dict[str, str] = {}
-    exported = _Rewriter(chosen, skipped).rewrite(model.graph, {id(c.value): c for c in cands})
+    exported = _Rewriter(chosen, skipped, nested).rewrite(model.graph, {id(c.value): c for c in cands})
     outputs: dict[str, str] = {}
     existing = {v.name for v in model.graph.outputs}
     for value, meta in exported:
@@ -366,10 +389,15 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None) ->
             model.graph.outputs.append(value)
             existing.add(value.name)
         outputs[value.name or ""] = meta.name
+    meta = {m.name: m for _, m in exported}
+    real = {v.name for v in graph.ir.graph.outputs}
+    for c in cands:  # the model's own outputs are always returned: describe them even when not selected
+        if c.meta.name in real and not c.meta.scopes:
+            meta.setdefault(c.meta.name, c.meta)
     return Plan(
         model=model,
         outputs=outputs,
-        meta={m.name: m for _, m in exported},
+        meta=meta,
         real_outputs=[v.name or "" for v in graph.ir.graph.outputs],
         nodes=nodes,
         skipped=skipped,

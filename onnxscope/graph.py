@@ -186,6 +186,23 @@ class Graph:
                 out.setdefault(path, []).append(n)
         return out
 
+    def module_nodes(self, path: str) -> list[ir.Node]:
+        """The nodes exported from framework module ``path`` or its sub-modules, in graph order (no Constants).
+
+        Example:
+            >>> import onnx_ir as ir
+            >>> n = ir.Node("", "Conv", [], name="/layer1/layer1.0/conv1/Conv")
+            >>> g = Graph(ir.Model(ir.Graph([], [], nodes=[n]), ir_version=10))
+            >>> [x.name for x in g.module_nodes("layer1.0")]
+            ['/layer1/layer1.0/conv1/Conv']
+        """
+        out = []
+        for n in self.all_nodes():
+            p = module_path_of(n)
+            if p is not None and (p == path or p.startswith(path + ".")) and n.op_type != "Constant":
+                out.append(n)
+        return out
+
     def layer(self, name: str) -> ir.Node:
         """Resolve a layer name to its weighted node.
 

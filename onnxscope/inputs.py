@@ -36,6 +36,7 @@ class InputSpec:
     dtype: np.dtype | None
     shape: tuple[int | str | None, ...] | None
     optional: bool  # has an initializer default
+    kind: str = "tensor"  # or "sequence", "optional", "map"…: passed through unchecked
 
     def describe(self) -> str:
         """E.g. ``float32 [batch, 3]``."""
@@ -59,7 +60,10 @@ def input_specs(graph: Graph) -> list[InputSpec]:
         elif v.dtype == ir.DataType.STRING:
             dtype = np.dtype(object)
         shape = graph.shape(v) if v.shape is not None else None
-        out.append(InputSpec(v.name or "", dtype, shape, v.name in g.initializers))
+        kind = "tensor"
+        if v.type is not None and not isinstance(v.type, ir.TensorType):
+            kind = type(v.type).__name__.replace("Type", "").lower()
+        out.append(InputSpec(v.name or "", dtype, shape, v.name in g.initializers, kind))
     return out
 
 
@@ -188,6 +192,9 @@ def prepare_inputs(
     for spec in specs:
         if spec.name not in given:
             continue
+        if spec.kind != "tensor":
+            feeds[spec.name] = given[spec.name]  # sequences, optionals, maps: onnxruntime checks them
+            continue
         a = np.asarray(given[spec.name])
         if (
             spec.dtype is not None
@@ -223,6 +230,10 @@ def prepare_inputs(
         if not random:
             raise InputError(
                 f"missing input {spec.name!r} ({spec.describe()}); pass it, or ask for random data (--random)"
+            )
+        if spec.kind != "tensor":
+            raise InputError(
+                f"input {spec.name!r} is a {spec.kind}; random data is generated only for tensors"
             )
         if spec.shape is None:
             raise InputError(f"input {spec.name!r} has an unknown shape; pass it as a file")

@@ -163,3 +163,81 @@ def test_save_refuses_a_missing_folder(tmp_path):
 def test_verbose_shows_the_traceback(tmp_path):
     r = run("summary", tmp_path / "absent.onnx", "--verbose")
     assert r.returncode == 2 and "Traceback" in r.stderr and "no such file" in r.stderr
+
+
+def test_capture_then_show_round_trip(tmp_path):
+    out = tmp_path / "run.npz"
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "image.npy", x)
+    r = run("capture", FIXTURE, "--input", f"image={tmp_path / 'image.npy'}", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "relu" in r.stdout and "Conv" in r.stdout and f"saved to {out}" in r.stdout
+    d = json.loads(run("show", out, "relu", "--json").stdout)
+    assert d["info"]["op"] == "Relu" and d["shape"] == [1, 8, 4, 4]
+    assert min(np.ravel(d["values"])) >= 0
+    table = json.loads(run("show", out, "--json").stdout)
+    assert {t["tensor"] for t in table["tensors"]} >= {"image", "conv2d", "relu", "logits"}
+
+
+def test_capture_select_json():
+    d = json.loads(run("capture", FIXTURE, "--random", "--select", "op:Relu", "--json").stdout)
+    assert sorted(t["tensor"] for t in d["tensors"]) == ["image", "logits", "relu", "relu_1"]
+
+
+def test_capture_wrong_input_shape(tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((1, 3, 5, 5), np.float32))
+    _assert_one_line_error(
+        run("capture", FIXTURE, "--input", f"image={tmp_path / 'bad.npy'}"),
+        4,
+        "input 'image'",
+        "float32 [1, 3, 4, 4]",
+        "[1, 3, 5, 5]",
+    )
+
+
+def test_capture_wrong_input_dtype(tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((1, 3, 4, 4), np.float64))
+    _assert_one_line_error(
+        run("capture", FIXTURE, "--input", f"image={tmp_path / 'bad.npy'}"),
+        4,
+        "input 'image'",
+        "expects float32",
+        "got float64",
+    )
+
+
+def test_capture_wrong_input_name(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 4, 4), np.float32))
+    _assert_one_line_error(
+        run("capture", FIXTURE, "--input", f"pixels={tmp_path / 'x.npy'}"),
+        4,
+        "no input 'pixels'",
+        "its inputs are image",
+    )
+
+
+def test_capture_unknown_tensor_in_select():
+    _assert_one_line_error(
+        run("capture", FIXTURE, "--random", "--select", "relu_9"),
+        3,
+        "select 'relu_9'",
+        "did you mean",
+        "'relu_1'",
+    )
+
+
+def test_capture_a_model_onnxruntime_cannot_load(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17, "custom.domain": 1]>
+        g (float[2] x) => (float[2] y) { y = custom.domain.Frobnicate(x) }""")
+    onnx.save(proto, tmp_path / "custom.onnx")
+    _assert_one_line_error(
+        run("capture", tmp_path / "custom.onnx", "--random"),
+        6,
+        "onnxruntime cannot load the model",
+        "Frobnicate",
+    )
+
+
+def test_show_a_file_that_is_not_a_capture(tmp_path):
+    np.savez(tmp_path / "plain.npz", a=np.ones(2))
+    _assert_one_line_error(run("show", tmp_path / "plain.npz"), 2, "not an onnxscope capture")
