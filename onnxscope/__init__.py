@@ -9,7 +9,7 @@ Example:
     ((3,), 'fc2')
 """
 
-from onnxscope.capture import Capture, NeuronValues, NodeValues, capture, load_capture
+from onnxscope.capture import Capture, CaptureSession, NeuronValues, NodeValues, capture, load_capture
 from onnxscope.errors import (
     CaptureError,
     ConversionError,
@@ -44,6 +44,7 @@ __all__ = [
     "capture",
     "load_capture",
     "Capture",
+    "CaptureSession",
     "TensorMeta",
     "NodeValues",
     "NeuronValues",

@@ -38,7 +38,7 @@ from onnxscope.model import Model, load
 from onnxscope.neurons import _ELEMENTWISE, neuron
 from onnxscope.report import save_npz
 
-__all__ = ["Capture", "NeuronValues", "NodeValues", "capture", "load_capture"]
+__all__ = ["Capture", "CaptureSession", "NeuronValues", "NodeValues", "capture", "load_capture"]
 
 _META_KEY = "__onnxscope__"
 _FORMAT = 1
@@ -334,6 +334,114 @@ def _serialize(plan: Plan) -> bytes:
     return _serialize_model(plan.model)
 
 
+class CaptureSession:
+    """A rewritten model and its onnxruntime session, built once and run on many inputs.
+
+    ``capture(model, inputs)`` is ``CaptureSession(model).run(inputs)``; keep a session to capture several
+    inputs without planning and loading again.
+
+    Example:
+        >>> import numpy as np, onnxscope
+        >>> from onnxscope.testing import mlp_model
+        >>> s = CaptureSession(onnxscope.Model(mlp_model()), select="op:Relu")
+        >>> [sorted(s.run({"x": np.full((1, 3), v, np.float32)})) for v in (0.0, 1.0)]
+        [['a', 'x', 'y'], ['a', 'x', 'y']]
+    """
+
+    def __init__(
+        self,
+        model: Model | str | os.PathLike[str],
+        select: Selection = None,
+        exclude: Selection = None,
+        providers: list[str] | None = None,
+        *,
+        optimization: str = "basic",
+        threads: int | None = None,
+    ) -> None:
+        self.model = model if isinstance(model, Model) else load(model)
+        self._select, self._exclude = select, exclude
+        self._providers, self._optimization, self._threads = providers, optimization, threads
+        self._folder = os.path.dirname(os.path.abspath(self.model.path)) if self.model.path else None
+        self._levels = ["all", "static", "none"]  # how much of the subgraph bodies is carried out
+        self._failures: list[str] = []
+        self._plain: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        while True:
+            self.plan = expose(self.model, self._select, self._exclude, nested=self._levels[0])
+            try:
+                self._sess = make_session(
+                    _serialize(self.plan), self._folder, self._options(), self._providers
+                )
+                break
+            except CaptureError as e:
+                if not self._downgrade(e):
+                    raise
+        self._names = [o.name for o in self._sess.get_outputs()]
+
+    def _options(self) -> Any:
+        return session_options(self._optimization, self._threads)
+
+    def _downgrade(self, error: CaptureError) -> bool:
+        """After onnxruntime refused the rewritten subgraphs, carry fewer of their tensors out."""
+        if len(self._levels) == 1 or not any(m.scopes for m in self.plan.meta.values()):
+            return False
+        self._failures.append(str(error))
+        self._levels.pop(0)
+        return True
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray] | None = None,
+        *,
+        random: bool = False,
+        seed: int = 0,
+        dims: Mapping[str, int] | None = None,
+    ) -> Capture:
+        """Run once and return the :class:`Capture` (inputs are checked first, see :func:`capture`)."""
+        feeds = prepare_inputs(self.model, inputs, random=random, seed=seed, dims=dims)
+        while True:
+            try:
+                results = self._sess.run(self._names, feeds)
+                break
+            except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
+                error = CaptureError(f"onnxruntime failed to run {label_of(self.model)}: {_first_line(e)}")
+                if not self._downgrade(error):
+                    raise error from e
+                self._open()
+        plan = self.plan
+        skipped = dict(plan.skipped)
+        if self._failures:
+            for name, why in skipped.items():
+                if "subgraph" in why:
+                    skipped[name] = f"{why} (with it: {self._failures[0]})"
+        got: dict[str, np.ndarray] = {}
+        for name, value in zip(self._names, results, strict=True):
+            cname = plan.outputs.get(name, name)
+            if isinstance(value, np.ndarray):
+                got[cname] = value
+            else:
+                skipped[cname] = f"onnxruntime returned a {type(value).__name__}, not a tensor"
+        fed = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
+        order = [k for k in plan.meta if k in got] + [k for k in got if k not in plan.meta]  # graph order
+        arrays = {**fed, **{k: got[k] for k in order}}
+        if len(self._names) > len(plan.real_outputs) and _rounds_differently(self.model, self._sess):
+            # onnxruntime's CPU kernels run float16 graphs in float32 between ops; an intermediate marked as an
+            # output is rounded to float16, which changes what follows. The real outputs come from a plain run.
+            if self._plain is None:
+                self._plain = make_session(
+                    _serialize_model(self.model.ir), self._folder, self._options(), self._providers
+                )
+            for name, value in zip(plan.real_outputs, self._plain.run(plan.real_outputs, feeds), strict=True):
+                if isinstance(value, np.ndarray):
+                    arrays[name] = value
+        meta = {k: m for k, m in plan.meta.items() if k in arrays}
+        return Capture(
+            arrays, meta, list(fed), plan.real_outputs, plan.nodes, skipped, self.model, self.model.path
+        )
+
+
 def capture(
     model: Model | str | os.PathLike[str],
     inputs: Mapping[str, np.ndarray] | None = None,
@@ -359,6 +467,10 @@ def capture(
             and gives outputs bit-identical to a plain run at that level.
         threads: ``intra_op_num_threads`` (``None``: onnxruntime's default).
 
+    If onnxruntime refuses the rewritten If/Loop/Scan bodies (e.g. a body tensor whose shape changes between
+    iterations cannot be stacked), the capture retries carrying out fewer body tensors and says why the others
+    are missing in :attr:`Capture.skipped`.
+
     Raises:
         InputError: wrong input name/rank/shape/dtype, or a bad selection (before onnxruntime runs).
         NotFoundError: a selected tensor name that does not exist.
@@ -371,69 +483,8 @@ def capture(
         >>> sorted(cap)
         ['a', 'x', 'y']
     """
-    if not isinstance(model, Model):
-        model = load(model)
-    feeds = prepare_inputs(model, inputs, random=random, seed=seed, dims=dims)
-    folder = os.path.dirname(os.path.abspath(model.path)) if model.path else None
-    plan, sess, names, results = _run(model, feeds, select, exclude, folder, optimization, threads, providers)
-    fed_arrays = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
-    skipped = dict(plan.skipped)
-    got: dict[str, np.ndarray] = {}
-    for name, value in zip(names, results, strict=True):
-        cname = plan.outputs.get(name, name)
-        if isinstance(value, np.ndarray):
-            got[cname] = value
-        else:
-            skipped[cname] = f"onnxruntime returned a {type(value).__name__}, not a tensor"
-    order = [k for k in plan.meta if k in got] + [k for k in got if k not in plan.meta]  # graph order
-    arrays = {**fed_arrays, **{k: got[k] for k in order}}
-    fed = list(fed_arrays)
-    if _rounds_differently(model, sess) and len(names) > len(plan.real_outputs):
-        # onnxruntime's CPU kernels run float16 graphs in float32 between ops; an intermediate marked as an
-        # output is rounded to float16, which changes what follows. The real outputs come from a plain run.
-        plain = make_session(
-            _serialize_model(model.ir), folder, session_options(optimization, threads), providers
-        )
-        for name, value in zip(plan.real_outputs, plain.run(plan.real_outputs, feeds), strict=True):
-            if isinstance(value, np.ndarray):
-                arrays[name] = value
-    meta = {k: m for k, m in plan.meta.items() if k in arrays}
-    return Capture(arrays, meta, fed, plan.real_outputs, plan.nodes, skipped, model, model.path)
-
-
-def _run(
-    model: Model,
-    feeds: dict[str, Any],
-    select: Selection,
-    exclude: Selection,
-    folder: str | None,
-    optimization: str,
-    threads: int | None,
-    providers: list[str] | None,
-) -> tuple[Plan, Any, list[str], list[Any]]:
-    """Run the rewritten model; if onnxruntime refuses the rewritten subgraphs, retry carrying out fewer of
-    their tensors (first only fixed-shape ones, then none), and record why the rest is missing."""
-    failures: list[str] = []
-    for nested in ("all", "static", "none"):
-        plan = expose(model, select, exclude, nested=nested)
-        try:
-            sess = make_session(_serialize(plan), folder, session_options(optimization, threads), providers)
-            names = [o.name for o in sess.get_outputs()]
-            try:
-                results = sess.run(names, feeds)
-            except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
-                raise CaptureError(f"onnxruntime failed to run {label_of(model)}: {_first_line(e)}") from e
-        except CaptureError as e:
-            carried = any(m.scopes for m in plan.meta.values())
-            if not carried:
-                raise
-            failures.append(str(e))
-            continue
-        for name in list(plan.skipped):
-            if failures and "subgraph" in plan.skipped[name]:
-                plan.skipped[name] += f" (with it: {failures[0]})"
-        return plan, sess, names, results
-    raise AssertionError("unreachable: the last attempt carries nothing out of subgraphs")
+    session = CaptureSession(model, select, exclude, providers, optimization=optimization, threads=threads)
+    return session.run(inputs, random=random, seed=seed, dims=dims)
 
 
 def _rounds_differently(model: Model, sess: Any) -> bool:
