@@ -31,4 +31,6 @@ test: install-dev
 	$(PY) -m pytest -q
 
 bench: install-dev
+	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/load_large.py
+	$(PY) benchmarks/capture.py

@@ -37,6 +37,7 @@ from onnxscope.inputs import prepare_inputs
 from onnxscope.model import Model, load
 from onnxscope.neurons import _ELEMENTWISE, neuron
 from onnxscope.report import save_npz
+from onnxscope.weights import const_array
 
 __all__ = ["Capture", "CaptureSession", "NeuronValues", "NodeValues", "capture", "load_capture"]
 
@@ -98,8 +99,10 @@ class Capture(Mapping[str, np.ndarray]):
         skipped: dict[str, str],
         model: Model | None = None,
         model_path: str | None = None,
+        constants: list[str] | None = None,
     ) -> None:
         self._arrays = arrays
+        self._constants = [c for c in constants or [] if c not in arrays]
         self._meta = meta
         self._inputs = inputs
         self._outputs = outputs
@@ -113,15 +116,33 @@ class Capture(Mapping[str, np.ndarray]):
         try:
             return self._arrays[name]
         except KeyError:
+            if name in self._constants:
+                return self._constant(name)
             if name in self.skipped:
                 raise NotFoundError(f"tensor {name!r} was not captured: {self.skipped[name]}") from None
             raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self._arrays)}") from None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._arrays)
+        yield from self._arrays
+        yield from self._constants
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._arrays) + len(self._constants)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._arrays or name in self._constants
+
+    def _constant(self, name: str) -> np.ndarray:
+        """A tensor computed from weights alone, folded from the model's (memory-mapped) weights."""
+        if self._model is None:
+            raise NotFoundError(
+                f"tensor {name!r} is computed from the model's weights alone; load_capture(path, model=...) "
+                "to read it"
+            )
+        found = const_array(self._model.value(name))
+        if found is None:  # pragma: no cover - expose() keeps only foldable tensors here
+            raise NotFoundError(f"tensor {name!r} cannot be folded from the weights")
+        return np.asarray(found[0])
 
     def __repr__(self) -> str:
         return f"<onnxscope.Capture: {len(self)} tensors, outputs {self._outputs}>"
@@ -163,6 +184,8 @@ class Capture(Mapping[str, np.ndarray]):
             return None
         if name in self._arrays:
             return self._arrays[name]
+        if name in self._constants and self._model is not None:
+            return self._constant(name)
         if self._model is not None and name in self._model.weights:
             return self._model.weights[name].numpy()
         return None
@@ -213,7 +236,8 @@ class Capture(Mapping[str, np.ndarray]):
     def stats_table(self) -> list[dict[str, Any]]:
         """One row per tensor: name, op, shape, dtype, min/mean/max, NaN/Inf counts (as the CLI prints)."""
         rows = []
-        for name, a in self._arrays.items():
+        for name in self:
+            a = self[name]
             meta = self._meta.get(name)
             row: dict[str, Any] = {
                 "tensor": name,
@@ -249,6 +273,7 @@ class Capture(Mapping[str, np.ndarray]):
             "nodes": self._nodes,
             "skipped": self.skipped,
             "keys": list(self._arrays),
+            "constants": self._constants,  # folded from the model's weights when read, not stored
         }
         arrays = {f"t{i}": a for i, a in enumerate(self._arrays.values())}
         arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -292,6 +317,7 @@ def load_capture(
         meta["skipped"],
         model,
         meta.get("model"),
+        meta.get("constants", []),
     )
 
 
@@ -436,9 +462,17 @@ class CaptureSession:
             for name, value in zip(plan.real_outputs, self._plain.run(plan.real_outputs, feeds), strict=True):
                 if isinstance(value, np.ndarray):
                     arrays[name] = value
-        meta = {k: m for k, m in plan.meta.items() if k in arrays}
+        meta = {k: m for k, m in plan.meta.items() if k in arrays or k in plan.constants}
         return Capture(
-            arrays, meta, list(fed), plan.real_outputs, plan.nodes, skipped, self.model, self.model.path
+            arrays,
+            meta,
+            list(fed),
+            plan.real_outputs,
+            plan.nodes,
+            skipped,
+            self.model,
+            self.model.path,
+            plan.constants,
         )
 
 

@@ -32,6 +32,7 @@ import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
 from onnxscope.graph import Graph, label, module_path_of
+from onnxscope.weights import is_const
 
 __all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose"]
 
@@ -113,6 +114,7 @@ class Plan:
     real_outputs: list[str]  # the model's own outputs, in order
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node path → op, inputs, outputs
     skipped: dict[str, str] = field(default_factory=dict)  # capture name → why it could not be captured
+    constants: list[str] = field(default_factory=list)  # computed from weights alone: folded when read
 
 
 def _graph_attrs(node: ir.Node) -> list[tuple[str, ir.Graph]]:
@@ -377,6 +379,15 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
     metas = [c.meta for c in cands]
     chosen_names = {m.name for m in metas} if select is None else _select(metas, select, "select")
     chosen_names -= _select(metas, exclude, "exclude")
+    # Tensors computed from weights alone (a Transpose or Cast of an initializer…) are the same for every input:
+    # they are folded from the (memory-mapped) weights when read instead of being copied out of every run.
+    real = {v.name for v in graph.ir.graph.outputs}
+    constants = [
+        c.meta.name
+        for c in cands
+        if c.meta.name in chosen_names and not c.meta.scopes and c.meta.name not in real and is_const(c.value)
+    ]
+    chosen_names -= set(constants)
     chosen = {id(c.value) for c in cands if c.meta.name in chosen_names}
     if nested != "none" and any(c.meta.scopes and c.meta.name in chosen_names for c in cands):
         _infer_types(model)
@@ -390,9 +401,8 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
             existing.add(value.name)
         outputs[value.name or ""] = meta.name
     meta = {m.name: m for _, m in exported}
-    real = {v.name for v in graph.ir.graph.outputs}
     for c in cands:  # the model's own outputs are always returned: describe them even when not selected
-        if c.meta.name in real and not c.meta.scopes:
+        if (c.meta.name in real and not c.meta.scopes) or c.meta.name in constants:
             meta.setdefault(c.meta.name, c.meta)
     return Plan(
         model=model,
@@ -401,6 +411,7 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
         real_outputs=[v.name or "" for v in graph.ir.graph.outputs],
         nodes=nodes,
         skipped=skipped,
+        constants=constants,
     )
 
 

@@ -227,3 +227,25 @@ def test_an_unavailable_provider_lists_the_available_ones():
         match=r"provider 'NoSuchProvider' is not available; available: .*CPUExecutionProvider",
     ):
         make_session(b"", None, session_options(), ["NoSuchProvider"])
+
+
+def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[2, 3] x) => (float[2, 4] y) {
+            wt = Transpose(w)
+            y = MatMul(x, wt)
+        }""")
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    proto.graph.initializer.append(numpy_helper.from_array(w, "w"))
+    onnx.save(proto, tmp_path / "t.onnx")
+    m = onnxscope.load(tmp_path / "t.onnx")
+    session = onnxscope.CaptureSession(m)
+    assert "wt" in session.plan.constants and "wt" not in session.plan.outputs.values()
+    cap = session.run({"x": np.ones((2, 3), np.float32)})
+    assert "wt" in cap and list(cap) == ["x", "y", "wt"]
+    np.testing.assert_array_equal(cap["wt"], w.T)
+    np.testing.assert_array_equal(cap.node("wt").outputs["wt"], w.T)
+    saved = cap.save(tmp_path / "c.npz")
+    with pytest.raises(onnxscope.NotFoundError, match="computed from the model's weights alone"):
+        onnxscope.load_capture(saved)["wt"]
+    np.testing.assert_array_equal(onnxscope.load_capture(saved, model=m)["wt"], w.T)
