@@ -20,6 +20,7 @@ __all__ = [
     "InputError",
     "MissingDependencyError",
     "ModelLoadError",
+    "NoPathError",
     "NotFoundError",
     "OnnxscopeError",
     "UnsupportedError",
@@ -46,6 +47,10 @@ class NotFoundError(OnnxscopeError, KeyError):
     """A node, tensor, weight or layer name that the model does not have."""
 
     exit_code = 3
+
+
+class NoPathError(NotFoundError):
+    """Two tensors or nodes that no path connects."""
 
 
 class InputError(OnnxscopeError, ValueError):

@@ -1,0 +1,447 @@
+"""Structure found in the graph: residual (skip) connections and attention blocks, as small frozen results.
+
+Both searches run on the data-flow view (:func:`onnxscope.paths.data_graph`: tensors computed from another's
+*shape* alone do not count as depending on its values), so masks and position indices built from an input's
+shape are not mistaken for skip connections.
+
+Example:
+    >>> import onnxscope
+    >>> from onnxscope.testing import mlp_model
+    >>> find_residuals(onnxscope.Model(mlp_model()))
+    []
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import networkx as nx
+import onnx_ir as ir
+
+from onnxscope.graph import Graph
+from onnxscope.paths import _entries, data_graph, op_graph, tensor_graph, tensor_name
+from onnxscope.weights import is_const
+
+__all__ = ["AttentionBlock", "Residual", "find_attention", "find_residuals"]
+
+# Ops that make a branch a "layer" (a residual must skip over at least one of them).
+LAYER_OPS = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger", "QLinearConv",
+     "QLinearMatMul", "QGemm", "Attention", "MultiHeadAttention", "GroupQueryAttention", "LSTM", "GRU", "RNN"}
+)
+_MERGES = {"Add": "residual", "Sum": "residual", "Concat": "dense"}
+_BUDGET = 200_000
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A skip connection: ``fork`` feeds both the ``main`` branch and the ``skip`` branch, joined at ``merge``.
+
+    ``skip`` is empty for an identity shortcut; ``projection`` says it holds a layer (e.g. a 1x1 Conv).
+    ``kind`` is ``"residual"`` for Add/Sum and ``"dense"`` for Concat.
+    """
+
+    fork: str
+    merge: str
+    main: tuple[str, ...]
+    skip: tuple[str, ...]
+    kind: str
+    projection: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class _Index:
+    """Topological order and the set of input-dependent tensors of the data-flow view."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.g = data_graph(graph)
+        self.order = {t: i for i, t in enumerate(nx.topological_sort(self.g))}
+        sources = [n for n, d in self.g.nodes(data=True) if d.get("kind") == "input"]
+        self.dynamic: set[str] = set(sources)
+        for s in sources:
+            self.dynamic |= nx.descendants(self.g, s)
+
+    def lca(self, a: str, b: str) -> str | None:
+        """The latest tensor both ``a`` and ``b`` depend on (topological order), or None."""
+        if a == b:
+            return a
+        order, g = self.order, self.g
+        side = {a: 1, b: 2}
+        heap = [(-order[a], a), (-order[b], b)]
+        heapq.heapify(heap)
+        count = {1: 1, 2: 1}  # tensors in the heap that carry each side's mark
+        budget = _BUDGET
+        while heap and count[1] and count[2] and budget:
+            _, t = heapq.heappop(heap)
+            s = side[t]
+            for bit in (1, 2):
+                count[bit] -= bool(s & bit)
+            if s == 3:
+                return t
+            for p in g.predecessors(t):
+                if p not in self.dynamic:  # weights and constants are no fork
+                    continue
+                old = side.get(p, 0)
+                new = old | s
+                if new != old:
+                    side[p] = new
+                    for bit in (1, 2):
+                        count[bit] += bool(new & bit) and not (old & bit)
+                    if old == 0:
+                        heapq.heappush(heap, (-order[p], p))
+            budget -= 1
+        return None
+
+    def branch(self, fork: str, end: str) -> list[str]:
+        """Tensors on paths from ``fork`` to ``end`` (``end`` included, ``fork`` not), in topological order."""
+        if end == fork:
+            return []
+        lo = self.order[fork]
+        back, stack = {end}, [end]
+        while stack:
+            t = stack.pop()
+            for p in self.g.predecessors(t):
+                if p not in back and self.order.get(p, -1) > lo:
+                    back.add(p)
+                    stack.append(p)
+        reach, stack = set(), [fork]
+        while stack:
+            t = stack.pop()
+            for s in self.g.successors(t):
+                if s in back and s not in reach:
+                    reach.add(s)
+                    stack.append(s)
+        return sorted(reach, key=self.order.__getitem__)
+
+
+def _nodes_of(g: nx.DiGraph, tensors: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for t in tensors:
+        n = g.nodes[t].get("node")
+        if n is not None and n not in out:
+            out.append(n)
+    return tuple(out)
+
+
+def find_residuals(graph: Graph) -> list[Residual]:
+    """Every skip connection: an Add/Sum (or a dense Concat) whose inputs meet at a common fork.
+
+    A merge counts only when at least two of its inputs depend on the model's inputs, they share a fork, and the
+    main branch holds a layer (Conv, MatMul, Gemm, attention…) — so bias adds, adds of independent inputs and
+    element-wise formulas such as GELU's ``x + 0.044715·x³`` are not reported.
+    """
+    idx = _Index(graph)
+    tg = tensor_graph(graph)
+    ops = op_graph(graph)
+    out: list[Residual] = []
+    for path, node, _, _ in _entries(graph):
+        kind = _MERGES.get(node.op_type)
+        if kind is None or node.domain not in ("", "ai.onnx"):
+            continue
+        ins = [tensor_name(graph, v) for v in node.inputs if v is not None and v.name]
+        dyn = list(dict.fromkeys(t for t in ins if t in idx.dynamic))
+        if len(dyn) < 2:
+            continue
+        a, b = dyn[0], dyn[1]
+        fork = idx.lca(a, b)
+        if fork is None:
+            continue
+        branches = sorted(
+            (_nodes_of(tg, idx.branch(fork, a)), _nodes_of(tg, idx.branch(fork, b))),
+            key=lambda nodes: (sum(ops.nodes[n]["op"] in LAYER_OPS for n in nodes), len(nodes)),
+        )
+        skip, main = branches
+        if not any(ops.nodes[n]["op"] in LAYER_OPS for n in main):
+            continue
+        out.append(Residual(fork, path, main, skip, kind, any(ops.nodes[n]["op"] in LAYER_OPS for n in skip)))
+    return out
+
+
+@dataclass(frozen=True)
+class AttentionBlock:
+    """One attention block.
+
+    ``query``/``key``/``value`` are the tensors the scores and the weighted sum are computed from (per-head
+    layout as the model has them); ``probabilities`` is the softmax output ([batch, heads, query, key] or a
+    flattened variant; for fused ops, the output onnxscope's capture adds); ``w_q``… name the projection weights
+    when they are initializers.
+    """
+
+    name: str
+    op: str
+    fused: bool
+    query: str | None
+    key: str | None
+    value: str | None
+    probabilities: str | None
+    scores: str | None
+    mask: str | None
+    heads: int | None
+    causal: bool | None
+    w_q: str | None = None
+    w_k: str | None = None
+    w_v: str | None = None
+    w_o: str | None = None
+    output: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+_SCORE_OPS = frozenset({"Add", "Where", "Div", "Mul", "Cast", "Reshape", "Sub", "Identity", "Tanh"})
+_PROB_OPS = frozenset({"Dropout", "Cast", "Identity", "Where", "Reshape"})
+_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Div", "Mul", "Add", "Cast", "Split", "Slice", "Gather",
+                         "Squeeze", "Unsqueeze", "Identity", "Expand", "Concat", "SplitToSequence", "SequenceAt"})
+FUSED_ATTENTION = {("", "Attention"), ("com.microsoft", "Attention"), ("com.microsoft", "MultiHeadAttention"),
+                   ("com.microsoft", "GroupQueryAttention"), ("com.microsoft", "PackedMultiHeadAttention")}
+
+
+def _producer(v: ir.Value | None) -> ir.Node | None:
+    return None if v is None else v.producer()
+
+
+def _dynamic(v: ir.Value | None) -> bool:
+    return v is not None and not is_const(v)
+
+
+def _scores_source(v: ir.Value) -> tuple[ir.Node | None, ir.Value | None]:
+    """Walk back from the softmax input to the Q·Kᵀ MatMul/Einsum; also return a mask operand if one is added."""
+    mask = None
+    for _ in range(8):
+        node = _producer(v)
+        if node is None:
+            return None, mask
+        if node.op_type in ("MatMul", "Einsum") and sum(_dynamic(i) for i in node.inputs) >= 2:
+            return node, mask
+        if node.op_type not in _SCORE_OPS:
+            return None, mask
+        data = [i for i in node.inputs if _dynamic(i)]
+        if node.op_type in ("Add", "Where") and len(data) >= 2:
+            # the scores continue along the operand that reaches a MatMul; the other is the mask
+            ranked = sorted(data, key=lambda i: _reaches_matmul(i))
+            mask, v = ranked[0], ranked[-1]
+            continue
+        if not data:
+            return None, mask
+        v = data[0] if node.op_type != "Where" else data[-1]
+    return None, mask
+
+
+def _reaches_matmul(v: ir.Value, depth: int = 4) -> bool:
+    node = _producer(v)
+    if node is None or depth == 0:
+        return False
+    if node.op_type in ("MatMul", "Einsum"):
+        return True
+    return any(_reaches_matmul(i, depth - 1) for i in node.inputs if _dynamic(i))
+
+
+def _probs_sink(v: ir.Value) -> tuple[ir.Node | None, int]:
+    for _ in range(6):
+        uses = [(u, i) for u, i in v.uses()]
+        for u, i in uses:
+            if u.op_type in ("MatMul", "Einsum"):
+                return u, int(i)
+        nxt = [u for u, _ in uses if u.op_type in _PROB_OPS]
+        if not nxt:
+            return None, -1
+        v = nxt[0].outputs[0]
+    return None, -1
+
+
+_DATA_FIRST = frozenset({"Transpose", "Reshape", "Cast", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
+                         "Identity", "Expand", "SplitToSequence", "SequenceAt"})
+
+
+def _projection(v: ir.Value | None, forward: bool = False) -> str | None:
+    """The constant weight of the MatMul/Gemm that computes ``v`` (or, forward, that ``v`` feeds)."""
+    frontier = [v]
+    seen = 0
+    while frontier and seen < 40:
+        v = frontier.pop(0)
+        seen += 1
+        if v is None:
+            continue
+        nodes = [u for u, _ in v.uses()] if forward else [_producer(v)]
+        for node in nodes:
+            if node is None:
+                continue
+            if node.op_type in ("MatMul", "Gemm", "Einsum", "MatMulInteger", "QLinearMatMul", "QGemm"):
+                for w in node.inputs:
+                    if w is not None and is_const(w) and w.name:
+                        return _weight_source(w)
+                continue
+            if node.op_type not in _LAYOUT_OPS:
+                continue
+            if forward:
+                frontier.append(node.outputs[0])
+            elif node.op_type in _DATA_FIRST:
+                frontier.append(node.inputs[0])
+            else:
+                frontier.extend(i for i in node.inputs if _dynamic(i))
+    return None
+
+
+def _weight_source(w: ir.Value) -> str:
+    node = _producer(w)
+    while node is not None and node.op_type in ("Transpose", "DequantizeLinear", "Cast", "Identity", "Reshape"):
+        w = node.inputs[0]
+        node = _producer(w)
+    return w.name or ""
+
+
+def _strip_layout(v: ir.Value | None) -> ir.Value | None:
+    node = _producer(v)
+    while node is not None and node.op_type == "Transpose":
+        v = node.inputs[0]
+        node = _producer(v)
+    return v
+
+
+def _heads(graph: Graph, probs: ir.Value, q: ir.Value | None) -> int | None:
+    shape = graph.shape(probs)
+    if shape is not None and len(shape) == 4 and isinstance(shape[1], int):
+        return shape[1]
+    # [batch*heads, q, k] layouts: the Reshape that split Q into heads says it
+    node = _producer(q)
+    for _ in range(6):
+        if node is None:
+            return None
+        if node.op_type == "Reshape":
+            target = graph.shape(node.outputs[0])
+            if target is not None and len(target) == 4 and isinstance(target[2], int):
+                return target[2]
+        node = _producer(next((i for i in node.inputs if _dynamic(i)), None))
+    return None
+
+
+def _has_range(g: nx.MultiDiGraph, start: str, limit: int = 60) -> bool:
+    seen, frontier = {start}, [start]
+    while frontier and len(seen) < limit:
+        n = frontier.pop()
+        if g.nodes[n]["op"] == "Range":
+            return True
+        for p in g.predecessors(n):
+            if p not in seen:
+                seen.add(p)
+                frontier.append(p)
+    return False
+
+
+def _causal(graph: Graph, mask: ir.Value | None) -> bool:
+    """A mask is causal when it comes from a Trilu, or from comparing two index ranges (key ≤ query)."""
+    prod = _producer(mask)
+    if prod is None:
+        return False
+    g = op_graph(graph)
+    tg = tensor_graph(graph)
+    start = tg.nodes[tensor_name(graph, mask)].get("node") if mask is not None else None
+    if start is None:
+        return False
+    seen, frontier = {start}, [start]
+    while frontier and len(seen) < 400:
+        n = frontier.pop()
+        op = g.nodes[n]["op"]
+        if op == "Trilu":
+            return True
+        if op in ("Less", "LessOrEqual", "Greater", "GreaterOrEqual"):
+            sides = list(dict.fromkeys(g.predecessors(n)))
+            if len(sides) == 2 and all(_has_range(g, s) for s in sides):
+                return True
+        for p in g.predecessors(n):
+            if p not in seen:
+                seen.add(p)
+                frontier.append(p)
+    return False
+
+
+def find_attention(graph: Graph) -> list[AttentionBlock]:
+    """Every attention block: decomposed ``MatMul(Q, Kᵀ) → [scale] → [mask] → Softmax → [Dropout] →
+    MatMul(·, V)`` (MatMul or Einsum, the layouts torch, tf2onnx and transformers produce) and fused ops (ONNX
+    ``Attention`` from opset 23; onnxruntime's ``Attention``, ``MultiHeadAttention``, ``GroupQueryAttention``).
+    """
+    blocks: list[AttentionBlock] = []
+    for path, node, prefix, _ in _entries(graph):
+        key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
+        if key in FUSED_ATTENTION:
+            blocks.append(_fused(graph, path, node))
+            continue
+        if node.op_type != "Softmax":
+            continue
+        qk, mask = _scores_source(node.inputs[0])
+        if qk is None:
+            continue
+        pv, _ = _probs_sink(node.outputs[0])
+        if pv is None:
+            continue
+        q, k = qk.inputs[0], qk.inputs[1]
+        v = next((i for i in pv.inputs if i is not None and i is not pv.inputs[0]), None)
+        if pv.inputs[0] is not None and _producer(pv.inputs[0]) is not None and pv.inputs[1] is not None:
+            v = pv.inputs[1]
+        probs = node.outputs[0]
+        blocks.append(AttentionBlock(
+            name=path,
+            op="Softmax",
+            fused=False,
+            query=prefix + (q.name or "") if q is not None else None,
+            key=prefix + (k.name or "") if k is not None else None,
+            value=prefix + (v.name or "") if v is not None else None,
+            probabilities=prefix + (probs.name or ""),
+            scores=prefix + (node.inputs[0].name or ""),
+            mask=prefix + (mask.name or "") if mask is not None else None,
+            heads=_heads(graph, probs, q),
+            causal=_causal(graph, mask),
+            w_q=_projection(q),
+            w_k=_projection(_strip_layout(k)),
+            w_v=_projection(v),
+            w_o=_projection(pv.outputs[0], forward=True),
+            output=prefix + (pv.outputs[0].name or ""),
+        ))
+    return blocks
+
+
+def _attr(node: ir.Node, name: str, default: Any) -> Any:
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
+    names = [None if v is None or not v.name else v.name for v in node.inputs] + [None] * 6
+    heads = _attr(node, "q_num_heads", None) or _attr(node, "num_heads", None)
+    if heads is None and node.inputs and node.inputs[0] is not None:
+        shape = graph.shape(node.inputs[0])
+        heads = shape[1] if shape is not None and len(shape) == 4 and isinstance(shape[1], int) else None
+    causal = bool(_attr(node, "is_causal", 0) or _attr(node, "unidirectional", 0) or node.op_type == "GroupQueryAttention")
+    probs = None
+    if node.domain in ("", "ai.onnx") and node.op_type == "Attention":
+        probs = attention_probs_name(path)
+    packed = node.domain == "com.microsoft" and node.op_type == "Attention"
+    return AttentionBlock(
+        name=path,
+        op=node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}",
+        fused=True,
+        query=names[0],
+        key=None if packed else names[1],
+        value=None if packed else names[2],
+        probabilities=probs,
+        scores=None,
+        mask=names[3] if node.op_type == "Attention" and node.domain in ("", "ai.onnx") else None,
+        heads=int(heads) if heads is not None else None,
+        causal=causal,
+        w_q=names[1] if packed else _projection(node.inputs[0]),
+        w_k=names[1] if packed else _projection(node.inputs[1] if len(node.inputs) > 1 else None),
+        w_v=names[1] if packed else _projection(node.inputs[2] if len(node.inputs) > 2 else None),
+        w_o=_projection(node.outputs[0], forward=True),
+        output=node.outputs[0].name,
+    )
+
+
+def attention_probs_name(path: str) -> str:
+    """The name onnxscope's capture gives the probabilities it asks a fused ONNX ``Attention`` to output."""
+    return f"{path}/attention_probs"
