@@ -16,6 +16,7 @@ from onnxscope.errors import (
     InputError,
     MissingDependencyError,
     ModelLoadError,
+    NoPathError,
     NotFoundError,
     OnnxscopeError,
     UnsupportedError,
@@ -23,6 +24,8 @@ from onnxscope.errors import (
 from onnxscope.expose import TensorMeta
 from onnxscope.model import Model, Summary, load
 from onnxscope.neurons import Neuron, Outgoing, Stop
+from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
+from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
 from onnxscope.weights import Quantization, Weight, Weights, WeightStats
 
 __version__ = "0.1.0"
@@ -48,10 +51,23 @@ __all__ = [
     "TensorMeta",
     "NodeValues",
     "NeuronValues",
+    # paths and patterns
+    "all_paths",
+    "shortest_path",
+    "ancestors",
+    "descendants",
+    "between",
+    "extract",
+    "Subgraph",
+    "find_residuals",
+    "find_attention",
+    "Residual",
+    "AttentionBlock",
     # errors
     "OnnxscopeError",
     "ModelLoadError",
     "NotFoundError",
+    "NoPathError",
     "InputError",
     "UnsupportedError",
     "CaptureError",

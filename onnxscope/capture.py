@@ -233,6 +233,30 @@ class Capture(Mapping[str, np.ndarray]):
             np.take(post, index, axis=n.axis),
         )
 
+    def attention(self, block: Any) -> np.ndarray:
+        """Attention probabilities of ``block`` (an :class:`~onnxscope.patterns.AttentionBlock` or its name) as
+        ``[batch, heads, query, key]`` (with leading iteration axes if the block sits in a loop)."""
+        from onnxscope.patterns import find_attention
+
+        if isinstance(block, str):
+            if self._model is None:
+                raise UnsupportedError(
+                    "this capture has no model attached; use load_capture(path, model=...)"
+                )
+            blocks = {b.name: b for b in find_attention(self._model)}
+            if block not in blocks:
+                raise NotFoundError(f"no attention block {block!r}; {closest(block, blocks)}")
+            block = blocks[block]
+        if block.probabilities is None:
+            raise UnsupportedError(
+                f"attention block {block.name!r} ({block.op}) does not expose its probabilities; maps come from "
+                "decomposed softmax attention and from ONNX Attention (opset 23)"
+            )
+        a = self[block.probabilities]
+        if a.ndim == 3 and block.heads:  # [batch*heads, query, key]
+            a = a.reshape(-1, block.heads, *a.shape[1:])
+        return a
+
     def stats_table(self) -> list[dict[str, Any]]:
         """One row per tensor: name, op, shape, dtype, min/mean/max, NaN/Inf counts (as the CLI prints)."""
         rows = []

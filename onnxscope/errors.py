@@ -93,7 +93,7 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:
     pool = list(dict.fromkeys(c for c in candidates if c))
     if not pool:
         return "the model has none"
-    near = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    near = difflib.get_close_matches(name, pool, n=n, cutoff=0.5)
     if not near:
         near = [c for c in pool if name.lower() in c.lower()][:n]
     if near:

@@ -31,7 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
-from onnxscope.graph import Graph, label, module_path_of
+from onnxscope.graph import Graph, attention_probs_name, label, module_path_of
 from onnxscope.weights import is_const
 
 __all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose"]
@@ -156,6 +156,7 @@ def _walk(
                 out.append(Candidate(TensorMeta(prefix + v.name, v.name, None, None, None, scopes, conds), v))
     for node in graph:
         path = prefix + label(node)
+        _expose_attention_probs(node)
         nodes[path] = {
             "op": node.op_type,
             "inputs": [cname(v) for v in node.inputs],
@@ -173,6 +174,20 @@ def _walk(
                 c = (*conds, (cname(node.inputs[0]) or "", attr_name == "then_branch"))
             sub_scopes = (*scopes, Scope(path, node.op_type, attr_name))
             _walk(sub, f"{path}/{attr_name}/", sub_scopes, c, out, nodes, prefixes)
+
+
+def _expose_attention_probs(node: ir.Node) -> None:
+    """Ask a fused ONNX ``Attention`` (opset 23) for its softmax probabilities: its 4th output, mode 3."""
+    if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+        return
+    if len(node.outputs) > 3 and node.outputs[3].name:
+        return
+    node.resize_outputs(4)
+    for v in node.outputs[1:3]:
+        if not v.name:
+            v.name = ""  # optional outputs left out
+    node.outputs[3].name = attention_probs_name(label(node))
+    node.attributes["qk_matmul_output_mode"] = ir.AttrInt64("qk_matmul_output_mode", 3)
 
 
 def candidates(model: ir.Model) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:

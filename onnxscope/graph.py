@@ -25,7 +25,7 @@ import onnx_ir as ir
 
 from onnxscope.errors import NotFoundError, closest
 
-__all__ = ["WEIGHTED_OPS", "Graph", "label", "module_path_of"]
+__all__ = ["WEIGHTED_OPS", "Graph", "attention_probs_name", "label", "module_path_of"]
 
 # Operators whose output units (neurons / channels) own a row of incoming weights.
 WEIGHTED_OPS = (
@@ -66,6 +66,16 @@ def label(node: ir.Node) -> str:
     if node.name:
         return node.name
     return next((v.name for v in node.outputs if v.name), node.op_type)
+
+
+def attention_probs_name(node_label: str) -> str:
+    """The tensor name capture gives the probabilities it asks a fused ONNX ``Attention`` node to output.
+
+    Example:
+        >>> attention_probs_name("layer0/attn")
+        'layer0/attn/attention_probs'
+    """
+    return f"{node_label}/attention_probs"
 
 
 def module_path_of(node: ir.Node) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import networkx as nx
@@ -53,13 +53,18 @@ def _cache(graph: Graph) -> dict[str, object]:
     return cache  # type: ignore[no-any-return]
 
 
-def _walk(graph: ir.Graph, prefix: str, parent: str | None, out: list[tuple[str, ir.Node, str, str | None]]) -> None:
+def _walk(
+    graph: ir.Graph, prefix: str, parent: str | None, out: list[tuple[str, ir.Node, str, str | None]]
+) -> None:
     for node in graph:
         path = prefix + label(node)
         out.append((path, node, prefix, parent))
         for name, attr in node.attributes.items():
-            subs = [attr.value] if attr.type == ir.AttributeType.GRAPH else (
-                list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            subs = (
+                [attr.value]
+                if attr.type == ir.AttributeType.GRAPH
+                else (list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            )
             for i, sub in enumerate(subs):
                 tag = name if attr.type == ir.AttributeType.GRAPH else f"{name}.{i}"
                 _walk(sub, f"{path}/{tag}/", path, out)
@@ -111,42 +116,47 @@ def op_graph(graph: Graph) -> nx.MultiDiGraph:
 def tensor_graph(graph: Graph, data_only: bool = False) -> nx.DiGraph:
     """Tensors as networkx nodes; an edge ``a → b`` for each ONNX node reading ``a`` and writing ``b``.
 
-    With ``data_only``, edges out of ``Shape`` and ``Size`` are left out: a tensor computed from another's
-    shape alone does not carry its values (used to tell real data flow from mask and index bookkeeping).
-    Tensors inside subgraph bodies are named by path (``loop/body/t``).
+    Each computed tensor has ``node`` and ``op`` attributes naming its producer; the edges of the full view carry
+    them too. With ``data_only``, edges out of ``Shape`` and ``Size`` are left out (and edges carry no
+    attributes): a tensor computed from another's shape alone does not carry its values — used to tell real data
+    flow from mask and index bookkeeping. Tensors inside subgraph bodies are named by path (``loop/body/t``).
     """
     cache = _cache(graph)
     key = "tensor-data" if data_only else "tensor"
     if key in cache:
         return cache[key]  # type: ignore[return-value]
-    g = nx.DiGraph()
-    entries = _entries(graph)
-
-    def tname(v: ir.Value) -> str:
-        return tensor_name(graph, v)
-
-    for v in graph.ir.graph.inputs:
-        g.add_node(tname(v), kind="input")
-    for path, node, _, _ in entries:
-        outs = [tname(v) for v in node.outputs if v.name]
+    name = _namer(graph)
+    tensor_nodes: list[tuple[str, dict[str, object]]] = [
+        (name(v), {"kind": "input"}) for v in graph.ir.graph.inputs
+    ]
+    edges: list[tuple] = []
+    known: set[str] = {t for t, _ in tensor_nodes}
+    for path, node, _, _ in _entries(graph):
+        outs = [name(v) for v in node.outputs if v.name]
         for o in outs:
-            g.add_node(o, kind="tensor", node=path, op=node.op_type)
+            tensor_nodes.append((o, {"kind": "tensor", "node": path, "op": node.op_type}))
+            known.add(o)
         if data_only and node.op_type in ("Shape", "Size"):
             continue
+        attrs = {"node": path, "op": node.op_type}
         for v in node.inputs:
             if v is None or not v.name:
                 continue
-            src = tname(v)
-            if src not in g:
-                g.add_node(src, kind="initializer" if v.is_initializer() else "input")
+            src = name(v)
+            if src not in known:
+                tensor_nodes.append((src, {"kind": "initializer" if v.is_initializer() else "input"}))
+                known.add(src)
             for o in outs:
-                g.add_edge(src, o, node=path, op=node.op_type)
+                edges.append((src, o) if data_only else (src, o, attrs))
+    g = nx.DiGraph()
+    g.add_nodes_from(tensor_nodes)
+    g.add_edges_from(edges)
     cache[key] = g
     return g
 
 
-def tensor_name(graph: Graph, v: ir.Value) -> str:
-    """A tensor's name in the views: its ONNX name at the top level, ``node/attr/name`` inside bodies."""
+def _namer(graph: Graph) -> Callable[[ir.Value], str]:
+    """A fast ``tensor_name`` for many calls."""
     cache = _cache(graph)
     if "prefixes" not in cache:
         prefixes = {id(graph.ir.graph): ""}
@@ -158,9 +168,29 @@ def tensor_name(graph: Graph, v: ir.Value) -> str:
                     for i, sub in enumerate(attr.value):
                         prefixes[id(sub)] = f"{path}/{name}.{i}/"
         cache["prefixes"] = prefixes
-    if v.is_initializer() or v.graph is None:
-        return v.name or ""
-    return cache["prefixes"].get(id(v.graph), "") + (v.name or "")  # type: ignore[union-attr]
+    prefixes = cache["prefixes"]
+    if len(prefixes) == 1:  # no subgraphs: a tensor's name is its ONNX name
+        return lambda v: v.name or ""
+
+    def name(v: ir.Value) -> str:
+        if v.graph is None or v.is_initializer():
+            return v.name or ""
+        return prefixes.get(id(v.graph), "") + (v.name or "")  # type: ignore[union-attr]
+
+    return name
+
+
+def tensor_name(graph: Graph, v: ir.Value) -> str:
+    """A tensor's name in the views: its ONNX name at the top level, ``node/attr/name`` inside bodies.
+
+    Example:
+        >>> import onnxscope
+        >>> from onnxscope.testing import mlp_model
+        >>> m = onnxscope.Model(mlp_model())
+        >>> tensor_name(m, m.value("h"))
+        'h'
+    """
+    return _namer(graph)(v)
 
 
 def data_graph(graph: Graph) -> nx.DiGraph:
@@ -259,9 +289,7 @@ def between(graph: Graph, inputs: Iterable[str], outputs: Iterable[str]) -> Subg
     return Subgraph(frozenset(nodes), frozenset(tensors), tuple(ins), tuple(outs))
 
 
-def extract(
-    graph: Graph, inputs: Iterable[str], outputs: Iterable[str], path: str | os.PathLike[str]
-) -> str:
+def extract(graph: Graph, inputs: Iterable[str], outputs: Iterable[str], path: str | os.PathLike[str]) -> str:
     """Write the sub-model computing ``outputs`` from ``inputs`` to ``path`` as a runnable ONNX model.
 
     Weights stay lazy (memory-mapped) until written; they go to ``<path>.data`` beside the model, so models over

@@ -18,18 +18,35 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import onnx_ir as ir
 
-from onnxscope.graph import Graph
-from onnxscope.paths import _entries, data_graph, op_graph, tensor_graph, tensor_name
-from onnxscope.weights import is_const
+from onnxscope.graph import Graph, attention_probs_name
+from onnxscope.paths import _entries, _namer, data_graph
+from onnxscope.weights import const_array, is_const
 
 __all__ = ["AttentionBlock", "Residual", "find_attention", "find_residuals"]
 
 # Ops that make a branch a "layer" (a residual must skip over at least one of them).
 LAYER_OPS = frozenset(
-    {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger", "QLinearConv",
-     "QLinearMatMul", "QGemm", "Attention", "MultiHeadAttention", "GroupQueryAttention", "LSTM", "GRU", "RNN"}
+    {
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "Einsum",
+        "ConvInteger",
+        "MatMulInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QGemm",
+        "Attention",
+        "MultiHeadAttention",
+        "GroupQueryAttention",
+        "LSTM",
+        "GRU",
+        "RNN",
+    }
 )
 _MERGES = {"Add": "residual", "Sum": "residual", "Concat": "dense"}
 _BUDGET = 200_000
@@ -60,7 +77,12 @@ class _Index:
 
     def __init__(self, graph: Graph) -> None:
         self.g = data_graph(graph)
-        self.order = {t: i for i, t in enumerate(nx.topological_sort(self.g))}
+        # ONNX requires nodes in topological order: number tensors by their producer's position
+        entries = _entries(graph)
+        position = {path: i for i, (path, _, _, _) in enumerate(entries)}
+        self.order = {t: position[d["node"]] if "node" in d else -1 for t, d in self.g.nodes(data=True)}
+        if any(self.order[u] >= self.order[v] for u, v in self.g.edges()):  # not sorted after all
+            self.order = {t: i for i, t in enumerate(nx.topological_sort(self.g))}
         sources = [n for n, d in self.g.nodes(data=True) if d.get("kind") == "input"]
         self.dynamic: set[str] = set(sources)
         for s in sources:
@@ -136,29 +158,33 @@ def find_residuals(graph: Graph) -> list[Residual]:
     element-wise formulas such as GELU's ``x + 0.044715·x³`` are not reported.
     """
     idx = _Index(graph)
-    tg = tensor_graph(graph)
-    ops = op_graph(graph)
+    tg = idx.g
+    name = _namer(graph)
+    entries = _entries(graph)
+    op_of = {path: node.op_type for path, node, _, _ in entries}
+
+    def layers(nodes: tuple[str, ...]) -> int:
+        return sum(op_of[n] in LAYER_OPS for n in nodes)
+
     out: list[Residual] = []
-    for path, node, _, _ in _entries(graph):
+    for path, node, _, _ in entries:
         kind = _MERGES.get(node.op_type)
         if kind is None or node.domain not in ("", "ai.onnx"):
             continue
-        ins = [tensor_name(graph, v) for v in node.inputs if v is not None and v.name]
+        ins = [name(v) for v in node.inputs if v is not None and v.name]
         dyn = list(dict.fromkeys(t for t in ins if t in idx.dynamic))
         if len(dyn) < 2:
             continue
-        a, b = dyn[0], dyn[1]
-        fork = idx.lca(a, b)
+        fork = idx.lca(dyn[0], dyn[1])
         if fork is None:
             continue
-        branches = sorted(
-            (_nodes_of(tg, idx.branch(fork, a)), _nodes_of(tg, idx.branch(fork, b))),
-            key=lambda nodes: (sum(ops.nodes[n]["op"] in LAYER_OPS for n in nodes), len(nodes)),
+        skip, main = sorted(
+            (_nodes_of(tg, idx.branch(fork, dyn[0])), _nodes_of(tg, idx.branch(fork, dyn[1]))),
+            key=lambda nodes: (layers(nodes), len(nodes)),
         )
-        skip, main = branches
-        if not any(ops.nodes[n]["op"] in LAYER_OPS for n in main):
+        if not layers(main):
             continue
-        out.append(Residual(fork, path, main, skip, kind, any(ops.nodes[n]["op"] in LAYER_OPS for n in skip)))
+        out.append(Residual(fork, path, main, skip, kind, layers(skip) > 0))
     return out
 
 
@@ -194,12 +220,52 @@ class AttentionBlock:
         return asdict(self)
 
 
-_SCORE_OPS = frozenset({"Add", "Where", "Div", "Mul", "Cast", "Reshape", "Sub", "Identity", "Tanh"})
-_PROB_OPS = frozenset({"Dropout", "Cast", "Identity", "Where", "Reshape"})
-_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Div", "Mul", "Add", "Cast", "Split", "Slice", "Gather",
-                         "Squeeze", "Unsqueeze", "Identity", "Expand", "Concat", "SplitToSequence", "SequenceAt"})
-FUSED_ATTENTION = {("", "Attention"), ("com.microsoft", "Attention"), ("com.microsoft", "MultiHeadAttention"),
-                   ("com.microsoft", "GroupQueryAttention"), ("com.microsoft", "PackedMultiHeadAttention")}
+_SCORE_OPS = frozenset(
+    {
+        "Add",
+        "Where",
+        "Div",
+        "Mul",
+        "Cast",
+        "Reshape",
+        "Sub",
+        "Identity",
+        "Tanh",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+    }
+)
+_PROB_OPS = frozenset(
+    {"Dropout", "Cast", "Identity", "Where", "Reshape", "Squeeze", "Unsqueeze", "Transpose"}
+)
+_LAYOUT_OPS = frozenset(
+    {
+        "Transpose",
+        "Reshape",
+        "Div",
+        "Mul",
+        "Add",
+        "Cast",
+        "Split",
+        "Slice",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Expand",
+        "Concat",
+        "SplitToSequence",
+        "SequenceAt",
+    }
+)
+FUSED_ATTENTION = {
+    ("", "Attention"),
+    ("com.microsoft", "Attention"),
+    ("com.microsoft", "MultiHeadAttention"),
+    ("com.microsoft", "GroupQueryAttention"),
+    ("com.microsoft", "PackedMultiHeadAttention"),
+}
 
 
 def _producer(v: ir.Value | None) -> ir.Node | None:
@@ -222,6 +288,10 @@ def _scores_source(v: ir.Value) -> tuple[ir.Node | None, ir.Value | None]:
         if node.op_type not in _SCORE_OPS:
             return None, mask
         data = [i for i in node.inputs if _dynamic(i)]
+        if node.op_type in ("Add", "Where") and len(data) == 1 and mask is None:
+            consts = [i for i in node.inputs if i is not None and not _dynamic(i)]
+            if consts and node.op_type == "Add" or len(consts) == 2:
+                mask = consts[0]  # a mask the exporter folded into a constant (static sequence length)
         if node.op_type in ("Add", "Where") and len(data) >= 2:
             # the scores continue along the operand that reaches a MatMul; the other is the mask
             ranked = sorted(data, key=lambda i: _reaches_matmul(i))
@@ -255,8 +325,22 @@ def _probs_sink(v: ir.Value) -> tuple[ir.Node | None, int]:
     return None, -1
 
 
-_DATA_FIRST = frozenset({"Transpose", "Reshape", "Cast", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
-                         "Identity", "Expand", "SplitToSequence", "SequenceAt"})
+_DATA_FIRST = frozenset(
+    {
+        "Transpose",
+        "Reshape",
+        "Cast",
+        "Split",
+        "Slice",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Expand",
+        "SplitToSequence",
+        "SequenceAt",
+    }
+)
 
 
 def _projection(v: ir.Value | None, forward: bool = False) -> str | None:
@@ -290,7 +374,13 @@ def _projection(v: ir.Value | None, forward: bool = False) -> str | None:
 
 def _weight_source(w: ir.Value) -> str:
     node = _producer(w)
-    while node is not None and node.op_type in ("Transpose", "DequantizeLinear", "Cast", "Identity", "Reshape"):
+    while node is not None and node.op_type in (
+        "Transpose",
+        "DequantizeLinear",
+        "Cast",
+        "Identity",
+        "Reshape",
+    ):
         w = node.inputs[0]
         node = _producer(w)
     return w.name or ""
@@ -304,60 +394,80 @@ def _strip_layout(v: ir.Value | None) -> ir.Value | None:
     return v
 
 
+def _static(v: ir.Value | None) -> tuple[int | str | None, ...] | None:
+    """The shape the model carries for ``v`` (no inference run), or a Reshape's constant target."""
+    if v is None:
+        return None
+    if v.shape is not None:
+        return tuple(d if isinstance(d, int) else None for d in v.shape)
+    node = _producer(v)
+    if node is not None and node.op_type == "Reshape" and len(node.inputs) > 1:
+        found = const_array(node.inputs[1])
+        if found is not None:
+            return tuple(int(d) if int(d) > 0 else None for d in np.ravel(found[0]))
+    return None
+
+
 def _heads(graph: Graph, probs: ir.Value, q: ir.Value | None) -> int | None:
-    shape = graph.shape(probs)
+    shape = _static(probs)
     if shape is not None and len(shape) == 4 and isinstance(shape[1], int):
         return shape[1]
-    # [batch*heads, q, k] layouts: the Reshape that split Q into heads says it
-    node = _producer(q)
+    for user, _ in probs.uses():  # [batch*heads, q, k] probabilities viewed as [batch, heads, q, k]
+        if user.op_type == "Reshape":
+            out = _static(user.outputs[0])
+            if out is not None and len(out) == 4 and isinstance(out[1], int):
+                return out[1]
+    node = _producer(q)  # Q split into heads: [batch, seq, heads, head_dim] before the transpose
     for _ in range(6):
         if node is None:
             return None
         if node.op_type == "Reshape":
-            target = graph.shape(node.outputs[0])
+            target = _static(node.outputs[0])
             if target is not None and len(target) == 4 and isinstance(target[2], int):
                 return target[2]
-        node = _producer(next((i for i in node.inputs if _dynamic(i)), None))
+        node = _producer(
+            node.inputs[0]
+            if node.op_type in _DATA_FIRST
+            else next((i for i in node.inputs if _dynamic(i)), None)
+        )
     return None
 
 
-def _has_range(g: nx.MultiDiGraph, start: str, limit: int = 60) -> bool:
-    seen, frontier = {start}, [start]
-    while frontier and len(seen) < limit:
-        n = frontier.pop()
-        if g.nodes[n]["op"] == "Range":
-            return True
-        for p in g.predecessors(n):
-            if p not in seen:
-                seen.add(p)
-                frontier.append(p)
-    return False
+def _upstream(v: ir.Value | None, limit: int) -> list[ir.Node]:
+    """Nodes that ``v`` depends on, nearest first, at most ``limit``."""
+    out: list[ir.Node] = []
+    seen: set[int] = set()
+    frontier = [v]
+    while frontier and len(out) < limit:
+        node = _producer(frontier.pop(0))
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        out.append(node)
+        frontier.extend(node.inputs)
+    return out
 
 
 def _causal(graph: Graph, mask: ir.Value | None) -> bool:
-    """A mask is causal when it comes from a Trilu, or from comparing two index ranges (key ≤ query)."""
-    prod = _producer(mask)
-    if prod is None:
-        return False
-    g = op_graph(graph)
-    tg = tensor_graph(graph)
-    start = tg.nodes[tensor_name(graph, mask)].get("node") if mask is not None else None
-    if start is None:
-        return False
-    seen, frontier = {start}, [start]
-    while frontier and len(seen) < 400:
-        n = frontier.pop()
-        op = g.nodes[n]["op"]
-        if op == "Trilu":
+    """A mask is causal when it comes from a Trilu, or from comparing two index ranges (key ≤ query), or
+    when it is a constant that keeps exactly the lower triangle."""
+    if mask is not None and is_const(mask):
+        found = const_array(mask)
+        if found is None:
+            return False
+        a = np.asarray(found[0])
+        if a.ndim < 2 or a.shape[-1] < 2:
+            return False
+        a = a.reshape(-1, *a.shape[-2:])[0]
+        keep = a if a.dtype == bool else a > -1e4
+        rows, cols = keep.shape
+        return bool(np.array_equal(keep, np.tril(np.ones((rows, cols), bool), k=cols - rows)))
+    for node in _upstream(mask, 400):
+        if node.op_type == "Trilu":
             return True
-        if op in ("Less", "LessOrEqual", "Greater", "GreaterOrEqual"):
-            sides = list(dict.fromkeys(g.predecessors(n)))
-            if len(sides) == 2 and all(_has_range(g, s) for s in sides):
+        if node.op_type in ("Less", "LessOrEqual", "Greater", "GreaterOrEqual") and len(node.inputs) == 2:
+            if all(any(n.op_type == "Range" for n in _upstream(i, 60)) for i in node.inputs):
                 return True
-        for p in g.predecessors(n):
-            if p not in seen:
-                seen.add(p)
-                frontier.append(p)
     return False
 
 
@@ -385,24 +495,26 @@ def find_attention(graph: Graph) -> list[AttentionBlock]:
         if pv.inputs[0] is not None and _producer(pv.inputs[0]) is not None and pv.inputs[1] is not None:
             v = pv.inputs[1]
         probs = node.outputs[0]
-        blocks.append(AttentionBlock(
-            name=path,
-            op="Softmax",
-            fused=False,
-            query=prefix + (q.name or "") if q is not None else None,
-            key=prefix + (k.name or "") if k is not None else None,
-            value=prefix + (v.name or "") if v is not None else None,
-            probabilities=prefix + (probs.name or ""),
-            scores=prefix + (node.inputs[0].name or ""),
-            mask=prefix + (mask.name or "") if mask is not None else None,
-            heads=_heads(graph, probs, q),
-            causal=_causal(graph, mask),
-            w_q=_projection(q),
-            w_k=_projection(_strip_layout(k)),
-            w_v=_projection(v),
-            w_o=_projection(pv.outputs[0], forward=True),
-            output=prefix + (pv.outputs[0].name or ""),
-        ))
+        blocks.append(
+            AttentionBlock(
+                name=path,
+                op="Softmax",
+                fused=False,
+                query=prefix + (q.name or "") if q is not None else None,
+                key=prefix + (k.name or "") if k is not None else None,
+                value=prefix + (v.name or "") if v is not None else None,
+                probabilities=prefix + (probs.name or ""),
+                scores=prefix + (node.inputs[0].name or ""),
+                mask=prefix + (mask.name or "") if mask is not None else None,
+                heads=_heads(graph, probs, q),
+                causal=_causal(graph, mask),
+                w_q=_projection(q),
+                w_k=_projection(_strip_layout(k)),
+                w_v=_projection(v),
+                w_o=_projection(pv.outputs[0], forward=True),
+                output=prefix + (pv.outputs[0].name or ""),
+            )
+        )
     return blocks
 
 
@@ -415,12 +527,22 @@ def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
     names = [None if v is None or not v.name else v.name for v in node.inputs] + [None] * 6
     heads = _attr(node, "q_num_heads", None) or _attr(node, "num_heads", None)
     if heads is None and node.inputs and node.inputs[0] is not None:
-        shape = graph.shape(node.inputs[0])
+        shape = _static(node.inputs[0])
         heads = shape[1] if shape is not None and len(shape) == 4 and isinstance(shape[1], int) else None
-    causal = bool(_attr(node, "is_causal", 0) or _attr(node, "unidirectional", 0) or node.op_type == "GroupQueryAttention")
+    causal = bool(
+        _attr(node, "is_causal", 0)
+        or _attr(node, "unidirectional", 0)
+        or node.op_type == "GroupQueryAttention"
+    )
+    if not causal and node.op_type == "Attention" and node.domain in ("", "ai.onnx") and len(node.inputs) > 3:
+        causal = _causal(graph, node.inputs[3])
     probs = None
     if node.domain in ("", "ai.onnx") and node.op_type == "Attention":
-        probs = attention_probs_name(path)
+        probs = (
+            node.outputs[3].name
+            if len(node.outputs) > 3 and node.outputs[3].name
+            else attention_probs_name(path)
+        )
     packed = node.domain == "com.microsoft" and node.op_type == "Attention"
     return AttentionBlock(
         name=path,
@@ -440,8 +562,3 @@ def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
         w_o=_projection(node.outputs[0], forward=True),
         output=node.outputs[0].name,
     )
-
-
-def attention_probs_name(path: str) -> str:
-    """The name onnxscope's capture gives the probabilities it asks a fused ONNX ``Attention`` to output."""
-    return f"{path}/attention_probs"
