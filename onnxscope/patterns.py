@@ -409,7 +409,8 @@ def _static(v: ir.Value | None) -> tuple[int | str | None, ...] | None:
 
 
 def _heads(graph: Graph, probs: ir.Value, q: ir.Value | None) -> int | None:
-    shape = _static(probs)
+    # the exporter's shapes first; ONNX shape inference (once per model) only when the model carries none
+    shape = _static(probs) if probs.shape is not None else graph.shape(probs)
     if shape is not None and len(shape) == 4 and isinstance(shape[1], int):
         return shape[1]
     for user, _ in probs.uses():  # [batch*heads, q, k] probabilities viewed as [batch, heads, q, k]

@@ -241,3 +241,48 @@ def test_capture_a_model_onnxruntime_cannot_load(tmp_path):
 def test_show_a_file_that_is_not_a_capture(tmp_path):
     np.savez(tmp_path / "plain.npz", a=np.ones(2))
     _assert_one_line_error(run("show", tmp_path / "plain.npz"), 2, "not an onnxscope capture")
+
+
+def test_paths_between_two_tensors_and_extract(tmp_path):
+    r = run("paths", FIXTURE, "image", "logits", "--json", "--extract", tmp_path / "sub.onnx")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["paths"][0][0] == "image" and d["paths"][0][-1] == "logits" and len(d["paths"]) == 2
+    assert (tmp_path / "sub.onnx").exists()
+
+
+def test_paths_in_the_wrong_direction_is_a_one_line_error():
+    _assert_one_line_error(run("paths", FIXTURE, "logits", "image"), 3, "no path from 'logits' to 'image'")
+
+
+def test_residuals_of_the_fixture():
+    d = json.loads(run("residuals", FIXTURE, "--json").stdout)
+    (r,) = d["residuals"]
+    assert r["fork"] == "relu" and r["skip"] == [] and r["kind"] == "residual"
+    assert "1 residual connection(s)" in run("residuals", FIXTURE).stdout
+
+
+def test_attention_blocks_maps_and_heatmaps(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[1, 2, 4, 8] q, float[1, 2, 4, 8] k, float[1, 2, 4, 8] v) => (float[1, 2, 4, 8] y) {
+            kt = Transpose <perm = [0, 1, 3, 2]> (k)
+            s = MatMul(q, kt)
+            p = Softmax <axis = -1> (s)
+            y = MatMul(p, v)
+        }""")
+    onnx.save(proto, tmp_path / "att.onnx")
+    pngs = tmp_path / "maps"
+    pngs.mkdir()
+    r = run("attention", tmp_path / "att.onnx", "--random", "--png", pngs, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    (block,) = d["attention"]
+    assert block["heads"] == 2 and block["map_shape"] == [1, 2, 4, 4] and block["causal"] is False
+    assert sorted(p.name for p in pngs.iterdir()) == ["p_head0.png", "p_head1.png"]
+    assert (pngs / "p_head0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_png_needs_an_existing_folder(tmp_path):
+    _assert_one_line_error(
+        run("attention", FIXTURE, "--random", "--png", tmp_path / "nope"), 4, "no such folder"
+    )
