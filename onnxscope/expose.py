@@ -139,6 +139,7 @@ def _walk(
     out: list[Candidate],
     nodes: dict[str, dict[str, Any]],
     prefixes: dict[int, str],
+    node_map: dict[str, str],
 ) -> None:
     prefixes[id(graph)] = prefix
 
@@ -163,7 +164,7 @@ def _walk(
             "outputs": [cname(v) for v in node.outputs],
         }
         if not _is_constant(node):
-            module = module_path_of(node)
+            module = node_map.get(node.name or "") or module_path_of(node)
             for v in node.outputs:
                 if v.name:
                     meta = TensorMeta(prefix + v.name, v.name, path, node.op_type, module, scopes, conds)
@@ -173,7 +174,7 @@ def _walk(
             if node.op_type == "If" and node.inputs and node.inputs[0] is not None:
                 c = (*conds, (cname(node.inputs[0]) or "", attr_name == "then_branch"))
             sub_scopes = (*scopes, Scope(path, node.op_type, attr_name))
-            _walk(sub, f"{path}/{attr_name}/", sub_scopes, c, out, nodes, prefixes)
+            _walk(sub, f"{path}/{attr_name}/", sub_scopes, c, out, nodes, prefixes, node_map)
 
 
 def _expose_attention_probs(node: ir.Node) -> None:
@@ -200,7 +201,8 @@ def candidates(model: ir.Model) -> tuple[list[Candidate], dict[str, dict[str, An
     """
     out: list[Candidate] = []
     nodes: dict[str, dict[str, Any]] = {}
-    _walk(model.graph, "", (), (), out, nodes, {})
+    node_map = Graph(model).layer_map.get("nodes", {})
+    _walk(model.graph, "", (), (), out, nodes, {}, node_map)
     return out, nodes
 
 

@@ -17,9 +17,11 @@ Example:
 from __future__ import annotations
 
 import ast
+import json
 import os
 from collections.abc import Iterator
 from functools import cached_property
+from typing import Any
 
 import onnx_ir as ir
 
@@ -41,6 +43,7 @@ WEIGHTED_OPS = (
 )
 
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+LAYER_MAP_KEY = "onnxscope.layer_map"  # written by converters/: node → layer, weight → parameter (JSON)
 _CLASSES_KEY = "pkg.torch.onnx.class_hierarchy"
 
 
@@ -187,11 +190,28 @@ class Graph:
 
     # -- framework names --------------------------------------------------------------------------------
     @cached_property
+    def layer_map(self) -> dict[str, Any]:
+        """The converters' map stored in the model (``{"framework", "nodes", "weights", "layers"}``), or ``{}``."""
+        text = self.ir.metadata_props.get(LAYER_MAP_KEY)
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def module_of(self, node: ir.Node) -> str | None:
+        """The framework layer a node came from: the stored layer map first, else the exporter's names."""
+        mapped = self.layer_map.get("nodes", {}).get(node.name or "")
+        return mapped if mapped is not None else module_path_of(node)
+
+    @cached_property
     def module_paths(self) -> dict[str, list[ir.Node]]:
         """Framework module path → the nodes exported from it (empty when the exporter left no names)."""
         out: dict[str, list[ir.Node]] = {}
         for n in self.all_nodes():
-            path = module_path_of(n)
+            path = self.module_of(n)
             if path:
                 out.setdefault(path, []).append(n)
         return out
@@ -208,7 +228,7 @@ class Graph:
         """
         out = []
         for n in self.all_nodes():
-            p = module_path_of(n)
+            p = self.module_of(n)
             if p is not None and (p == path or p.startswith(path + ".")) and n.op_type != "Constant":
                 out.append(n)
         return out
@@ -221,6 +241,10 @@ class Graph:
         """
         if name in self._nodes_by_name:
             return self._nodes_by_name[name]
+        for onnx_name, info in self.layer_map.get("weights", {}).items():  # a framework parameter name
+            if info.get("param") == name and onnx_name in self._values_by_name:
+                name = onnx_name
+                break
         value = self._values_by_name.get(name)
         if value is not None:
             if value.producer() is not None and value.producer().op_type != "Constant":

@@ -351,7 +351,7 @@ def neuron(graph: Graph, layer: str, index: int) -> Neuron:
         outgoing=tuple(outgoing),
         stops=tuple(stops),
         notes=tuple(notes),
-        module=wname.rsplit(".", 1)[0] if _bn_folded(node) and "." in wname else module_path_of(node),
+        module=wname.rsplit(".", 1)[0] if _bn_folded(node) and "." in wname else graph.module_of(node),
         input_channels=input_channels,
     )
 

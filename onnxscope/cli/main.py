@@ -12,10 +12,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from onnxscope.cli import attention, capture, neuron, paths, residuals, show, summary, weights
+from onnxscope.cli import attention, capture, export, neuron, paths, residuals, show, summary, weights
 from onnxscope.errors import OnnxscopeError
 
-COMMANDS = (summary, weights, neuron, capture, show, paths, residuals, attention)
+COMMANDS = (summary, weights, neuron, capture, show, paths, residuals, attention, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -286,3 +286,50 @@ def test_attention_png_needs_an_existing_folder(tmp_path):
     _assert_one_line_error(
         run("attention", FIXTURE, "--random", "--png", tmp_path / "nope"), 4, "no such folder"
     )
+
+
+def test_export_torch_with_check(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "mlp.onnx"
+    r = run(
+        "export", "torch", ROOT / "fixtures" / "models.py:mlp", "--input-shape", "2,10", "-o", out, "--check"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "3 layers mapped" in r.stdout and "all layers within tolerance" in r.stdout
+    d = json.loads(run("neuron", out, "0", "1", "--json").stdout)  # the torch module path as the layer name
+    assert d["module"] == "0" and len(d["incoming"]) == 10
+
+
+def test_export_with_a_bad_factory_is_a_one_line_error(tmp_path):
+    _assert_one_line_error(
+        run(
+            "export",
+            "torch",
+            ROOT / "fixtures" / "models.py:nope",
+            "--input-shape",
+            "2,10",
+            "-o",
+            tmp_path / "x.onnx",
+        ),
+        4,
+        "has no function 'nope'",
+        "mlp",
+    )
+    _assert_one_line_error(
+        run("export", "torch", "no_colon", "--input-shape", "2,10", "-o", tmp_path / "x.onnx"),
+        4,
+        "expected MODULE:FACTORY",
+    )
+    _assert_one_line_error(
+        run(
+            "export",
+            "torch",
+            ROOT / "fixtures" / "models.py:mlp",
+            "--input-shape",
+            "2,x",
+            "-o",
+            tmp_path / "x.onnx",
+        ),
+        4,
+        "--input-shape '2,x'",
+    )
