@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import onnx_ir as ir
+import onnx_ir.passes.common
 
 import onnxscope
 from onnxscope.errors import ConversionError, MissingDependencyError
@@ -30,8 +31,11 @@ def require(module: str, extra: str) -> Any:
 
 
 def write_layer_map(path: str, layer_map: dict[str, Any]) -> onnxscope.Model:
-    """Store ``layer_map`` in the model's metadata (rewriting the .onnx in place, weights untouched)."""
+    """Store ``layer_map`` in the model's metadata and drop unused nodes (the .onnx is rewritten atomically;
+    external weights keep their file)."""
     model = ir.load(path)
+    # safe clean-up only: drop nodes whose outputs nothing uses (values and weights are left as they are)
+    ir.passes.common.RemoveUnusedNodesPass()(model)
     model.metadata_props[LAYER_MAP_KEY] = json.dumps(layer_map)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")

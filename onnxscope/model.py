@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
+import networkx as nx
 import onnx_ir as ir
 
 from onnxscope._load import load_ir
 from onnxscope.graph import Graph
 from onnxscope.neurons import Neuron, neuron
+from onnxscope.paths import op_graph, tensor_graph
 from onnxscope.weights import Weights
 
 __all__ = ["Model", "Summary", "TensorInfo", "load"]
@@ -85,6 +87,16 @@ class Model(Graph):
     def weights(self) -> Weights:
         """Every initializer and Constant tensor by name (see :class:`onnxscope.weights.Weights`)."""
         return Weights(self)
+
+    @property
+    def graph(self) -> nx.MultiDiGraph:
+        """The networkx view: ONNX nodes as nodes, tensors as keyed edges (see :func:`onnxscope.paths.op_graph`)."""
+        return op_graph(self)
+
+    @property
+    def tensor_graph(self) -> nx.DiGraph:
+        """The tensor-level networkx view (see :func:`onnxscope.paths.tensor_graph`)."""
+        return tensor_graph(self)
 
     def neuron(self, layer: str, index: int) -> Neuron:
         """Incoming and outgoing weights of unit ``index`` of ``layer`` (see :func:`onnxscope.neurons.neuron`)."""

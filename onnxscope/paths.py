@@ -139,6 +139,16 @@ def tensor_graph(graph: Graph, data_only: bool = False) -> nx.DiGraph:
         if data_only and node.op_type in ("Shape", "Size"):
             continue
         attrs = {"node": path, "op": node.op_type}
+        for attr in node.attributes.values():  # a body's outputs flow into its control-flow node's outputs
+            bodies = (
+                [attr.value]
+                if attr.type == ir.AttributeType.GRAPH
+                else (list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            )
+            for body in bodies:
+                for v in body.outputs:
+                    for o in outs:
+                        edges.append((name(v), o) if data_only else (name(v), o, attrs))
         for v in node.inputs:
             if v is None or not v.name:
                 continue

@@ -136,3 +136,13 @@ def test_selecting_one_body_tensor_rewrites_only_its_loop(tmp_path):
     )
     assert sorted(cap) == ["acc", "loop/body/m", "rows", "x", "ys"]
     assert cap["loop/body/m"].shape == (3, 2)
+
+
+def test_the_networkx_view_reaches_into_bodies(tmp_path):
+    import networkx as nx
+
+    m = onnxscope.load(_model(tmp_path / "cf.onnx"))
+    assert m.graph is m.graph  # built once, cached
+    assert m.graph.nodes["loop/body/branch/then_branch/inc"]["op"] == "Add"
+    assert nx.has_path(m.graph, "loop/body/double", "scan")
+    assert onnxscope.shortest_path(m, "loop/body/m", "loop/body/s_out")[0] == "loop/body/m"
