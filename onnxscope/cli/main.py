@@ -12,10 +12,22 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from onnxscope.cli import attention, capture, export, neuron, paths, residuals, show, summary, weights
+from onnxscope.cli import (
+    attention,
+    capture,
+    dataset,
+    export,
+    neuron,
+    paths,
+    residuals,
+    show,
+    stats,
+    summary,
+    weights,
+)
 from onnxscope.errors import OnnxscopeError
 
-COMMANDS = (summary, weights, neuron, capture, show, paths, residuals, attention, export)
+COMMANDS = (summary, weights, neuron, capture, show, dataset, stats, paths, residuals, attention, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -333,3 +333,24 @@ def test_export_with_a_bad_factory_is_a_one_line_error(tmp_path):
         4,
         "--input-shape '2,x'",
     )
+
+
+def test_dataset_then_stats(tmp_path):
+    pytest.importorskip("zarr")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal((1, 3, 4, 4)).astype(np.float32) for _ in range(3)]
+    for i, x in enumerate(images):
+        np.savez(data / f"batch{i}.npz", image=x)
+    r = run("dataset", FIXTURE, data, "--out", tmp_path / "run.zarr", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["batches"] == 3
+    d = json.loads(run("stats", tmp_path / "run.zarr", "image", "--json").stdout)
+    allx = np.concatenate(images).astype(np.float64)
+    assert d["image"]["mean"] == pytest.approx(allx.mean(), rel=1e-9) and d["image"]["units"] == 3
+    assert "relu" in run("stats", tmp_path / "run.zarr").stdout
+    _assert_one_line_error(
+        run("dataset", FIXTURE, data, "--out", tmp_path / "run.zarr"), 4, "exists; pass resume"
+    )
+    _assert_one_line_error(run("stats", tmp_path / "nowhere"), 2, "not an onnxscope dataset store")

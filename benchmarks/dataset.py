@@ -1,0 +1,109 @@
+"""Dataset capture memory: peak RSS of a 1,000-batch run against a 10-batch run (it must not grow with batches).
+
+Each run is a fresh process that captures every tensor of a small CNN (Conv → BatchNorm → ReLU → residual →
+Linear, 3×32×32 inputs, batch 8) into a Zarr store with statistics, generating batches on the fly. Printed side by
+side: plain onnxruntime over the same batches (no capture) for reference.
+
+Run: ``python benchmarks/dataset.py [--batches 10 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, sys, time, numpy as np
+mode, model, out, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def batches():
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        yield {"x": rng.standard_normal((8, 3, 32, 32)).astype(np.float32)}
+t0 = time.perf_counter()
+if mode == "onnxscope":
+    from onnxscope.dataset import capture_dataset
+    store = capture_dataset(model, batches(), out=out, progress=False, threads=1)
+    assert store.batches == n
+else:
+    import onnxruntime as ort
+    so = ort.SessionOptions(); so.intra_op_num_threads = 1
+    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    for b in batches():
+        s.run(None, b)
+hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss": hwm}))
+"""
+
+
+def build(path: str) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[8, 3, 32, 32] x) => (float[8, 10] y) {
+            c1 = Conv <pads = [1, 1, 1, 1]> (x, w1, b1)
+            n1 = BatchNormalization(c1, s, bb, mu, var)
+            r1 = Relu(n1)
+            c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2, b2)
+            a = Add(c2, r1)
+            r2 = Relu(a)
+            p = GlobalAveragePool(r2)
+            f = Flatten(p)
+            y = Gemm <transB = 1> (f, wf, bf)
+        }""")
+    inits = {
+        "w1": (16, 3, 3, 3),
+        "b1": (16,),
+        "s": (16,),
+        "bb": (16,),
+        "mu": (16,),
+        "w2": (16, 16, 3, 3),
+        "b2": (16,),
+        "wf": (10, 16),
+        "bf": (10,),
+    }
+    for k, shape in inits.items():
+        proto.graph.initializer.append(
+            numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), k)
+        )
+    proto.graph.initializer.append(numpy_helper.from_array(np.ones(16, np.float32), "var"))
+    onnx.save(proto, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[10, 1000])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        model = os.path.join(folder, "cnn.onnx")
+        build(model)
+        print(f"{'run':<28}{'batches':>8}{'seconds':>10}{'peak RSS (MB)':>15}")
+        peaks = {}
+        for n in args.batches:
+            for mode in ("ort", "onnxscope"):
+                out = os.path.join(folder, f"{mode}-{n}.zarr")
+                r = subprocess.run(
+                    [sys.executable, "-c", CHILD, mode, model, out, str(n)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                d = json.loads(r.stdout.strip().splitlines()[-1])
+                peaks[(mode, n)] = d["peak_rss"]
+                label = "plain onnxruntime" if mode == "ort" else "onnxscope capture_dataset"
+                print(f"{label:<28}{n:>8}{d['seconds']:>10.2f}{d['peak_rss'] / 2**20:>15.0f}")
+        lo, hi = min(args.batches), max(args.batches)
+        growth = peaks[("onnxscope", hi)] / peaks[("onnxscope", lo)] - 1
+        print(
+            f"peak RSS, {hi} batches vs {lo}: {growth:+.1%} (target within 5%: {'PASS' if abs(growth) <= 0.05 else 'FAIL'})"
+        )
+
+
+if __name__ == "__main__":
+    main()

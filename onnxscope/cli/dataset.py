@@ -1,0 +1,49 @@
+"""``onnxscope dataset MODEL SOURCE --out run.zarr``: capture a whole dataset into a Zarr store, with statistics."""
+
+from __future__ import annotations
+
+import argparse
+
+from onnxscope.report import to_json
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add the ``dataset`` command."""
+    p = sub.add_parser("dataset", parents=[common], help="capture every batch of a dataset into a Zarr store")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("source", help="a folder of .npz batches, .npy batches, or test_data_set_* folders")
+    p.add_argument("--out", required=True, metavar="STORE", help="the store folder to write (e.g. run.zarr)")
+    p.add_argument("--select", action="append", metavar="PATTERN", help="as `onnxscope capture --select`")
+    p.add_argument("--exclude", action="append", metavar="PATTERN", help="as `onnxscope capture --exclude`")
+    p.add_argument("--stats-only", action="store_true", help="keep statistics only, write no tensors")
+    p.add_argument("--resume", action="store_true", help="continue a store an interrupted run left")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> str:
+    """Capture the dataset and summarize the store."""
+    from onnxscope.dataset import capture_dataset
+
+    store = capture_dataset(
+        args.model,
+        args.source,
+        args.select,
+        args.exclude,
+        out=args.out,
+        stats_only=args.stats_only,
+        resume=args.resume,
+        progress=not args.json,
+    )
+    summary = {
+        "store": store.path,
+        "batches": store.batches,
+        "samples": store.samples,
+        "tensors": len(store),
+        "stats": len(store.all_stats()),
+    }
+    if args.json:
+        return to_json(summary)
+    return (
+        f"{store.path}: {store.batches} batches, {store.samples} samples, {len(store)} tensors stored, "
+        f"statistics for {summary['stats']} tensors (read them with `onnxscope stats {store.path}`)"
+    )
