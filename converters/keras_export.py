@@ -43,9 +43,9 @@ def from_keras(
     name, weight → ``layer/variable``) is stored in the model; SavedModel folders are mapped by their scopes.
 
     Example:
-        >>> import tensorflow as tf, tempfile, os  # doctest: +SKIP
+        >>> import tensorflow as tf, tempfile, os
         >>> k = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2, name="fc")])
-        >>> from_keras(k, os.path.join(tempfile.mkdtemp(), "k.onnx")).layer("fc").op_type  # doctest: +SKIP
+        >>> from_keras(k, os.path.join(tempfile.mkdtemp(), "k.onnx")).layer("fc").op_type
         'MatMul'
     """
     tf = require("tensorflow", "tf")

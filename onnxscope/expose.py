@@ -31,7 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
-from onnxscope.graph import Graph, attention_probs_name, label, module_path_of
+from onnxscope.graph import Graph, attention_probs_name, label, layer_map_of, module_path_of
 from onnxscope.weights import is_const
 
 __all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose"]
@@ -201,7 +201,7 @@ def candidates(model: ir.Model) -> tuple[list[Candidate], dict[str, dict[str, An
     """
     out: list[Candidate] = []
     nodes: dict[str, dict[str, Any]] = {}
-    node_map = Graph(model).layer_map.get("nodes", {})
+    node_map = layer_map_of(model).get("nodes", {})
     _walk(model.graph, "", (), (), out, nodes, {}, node_map)
     return out, nodes
 

@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from onnxscope.errors import NotFoundError, closest
 
-__all__ = ["WEIGHTED_OPS", "Graph", "attention_probs_name", "label", "module_path_of"]
+__all__ = ["WEIGHTED_OPS", "Graph", "attention_probs_name", "attr", "label", "layer_map_of", "module_path_of"]
 
 # Operators whose output units (neurons / channels) own a row of incoming weights.
 WEIGHTED_OPS = (
@@ -55,6 +55,36 @@ def _literal_list(text: str | None) -> list[str]:
     except (ValueError, SyntaxError):
         return []
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
+def attr(node: ir.Node, name: str, default: Any) -> Any:
+    """A node attribute's value, or ``default`` when the node does not set it.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> attr(ir.Node("", "Gemm", [], attributes=[ir.AttrInt64("transB", 1)]), "transB", 0)
+        1
+    """
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def layer_map_of(model: ir.Model) -> dict[str, Any]:
+    """The converters' layer map stored in a model's metadata (``{}`` when there is none or it is unreadable).
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> layer_map_of(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10))
+        {}
+    """
+    text = model.metadata_props.get(LAYER_MAP_KEY)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def label(node: ir.Node) -> str:
@@ -192,14 +222,7 @@ class Graph:
     @cached_property
     def layer_map(self) -> dict[str, Any]:
         """The converters' map stored in the model (``{"framework", "nodes", "weights", "layers"}``), or ``{}``."""
-        text = self.ir.metadata_props.get(LAYER_MAP_KEY)
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+        return layer_map_of(self.ir)
 
     def module_of(self, node: ir.Node) -> str | None:
         """The framework layer a node came from: the stored layer map first, else the exporter's names."""
@@ -285,12 +308,12 @@ class Graph:
                 if user.op_type in WEIGHTED_OPS:
                     if user not in seen:
                         seen.append(user)
-                elif user.op_type in _WEIGHT_TRANSFORMS:
+                elif user.op_type in WEIGHT_TRANSFORMS:
                     stack.extend(user.outputs)
         return seen
 
 
 # Ops that only re-encode a constant weight on its way to the layer that uses it.
-_WEIGHT_TRANSFORMS = frozenset(
+WEIGHT_TRANSFORMS = frozenset(
     {"DequantizeLinear", "QuantizeLinear", "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 )

@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.errors import InputError, UnsupportedError
-from onnxscope.graph import WEIGHTED_OPS, Graph, label, module_path_of
+from onnxscope.graph import WEIGHTED_OPS, Graph, attr, label, module_path_of
 from onnxscope.weights import const_array, is_const, quantization_of
 
 __all__ = ["Neuron", "Outgoing", "Stop", "neuron"]
@@ -133,11 +133,6 @@ class Neuron:
             "stops": [s.to_dict() for s in self.stops],
             "notes": list(self.notes),
         }
-
-
-def _attr(node: ir.Node, name: str, default: Any) -> Any:
-    a = node.attributes.get(name)
-    return default if a is None else a.value
 
 
 # Index of the weight input of each weighted op.
@@ -278,8 +273,8 @@ def neuron(graph: Graph, layer: str, index: int) -> Neuron:
     input_channels = None
     out = node.outputs[0]
     if op in ("Gemm", "QGemm"):
-        wc = w if _attr(node, "transB", 0) else w.T
-        alpha, beta = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0))
+        wc = w if attr(node, "transB", 0) else w.T
+        alpha, beta = float(attr(node, "alpha", 1.0)), float(attr(node, "beta", 1.0))
         units = wc.shape[0]
         _check_index(node, index, units)
         incoming = alpha * wc[index] if alpha != 1.0 else wc[index]
@@ -303,7 +298,7 @@ def neuron(graph: Graph, layer: str, index: int) -> Neuron:
         _check_index(node, index, units)
         incoming = wc[index]
     else:  # convolutions
-        group = int(_attr(node, "group", 1))
+        group = int(attr(node, "group", 1))
         axis = -(w.ndim - 1)
         if op == "ConvTranspose":
             c_in, per_group = w.shape[0], w.shape[1]
@@ -514,7 +509,7 @@ def _step(
     if op == "Transpose":
         if rank is None:
             return "Transpose input has an unknown rank"
-        perm = list(_attr(node, "perm", list(range(rank))[::-1]))
+        perm = list(attr(node, "perm", list(range(rank))[::-1]))
         return [(node.outputs[0], perm.index(rank + axis) - rank, idx, here)]
     if op in _RESHAPE_OPS and i == 0:
         moved = _reshape(graph, node, value, axis, idx)
@@ -537,7 +532,7 @@ def _reduce(
 ) -> str | list[_Item]:
     if rank is None:
         return f"{node.op_type} input has an unknown rank"
-    axes = _attr(node, "axes", None)
+    axes = attr(node, "axes", None)
     if axes is None and len(node.inputs) > 1:
         c = const_array(node.inputs[1])
         axes = None if c is None else c[0].reshape(-1).tolist()
@@ -547,7 +542,7 @@ def _reduce(
     pos = rank + axis
     if pos in axes:
         return f"{node.op_type} reduces over the neuron's axis"
-    keep = int(_attr(node, "keepdims", 1))
+    keep = int(attr(node, "keepdims", 1))
     new_rank = rank if keep else rank - len(axes)
     new_pos = pos if keep else pos - sum(a < pos for a in axes)
     return [(node.outputs[0], new_pos - new_rank, idx, here)]
@@ -558,7 +553,7 @@ def _concat(
 ) -> str | list[_Item]:
     if rank is None:
         return "Concat input has an unknown rank"
-    cat = int(_attr(node, "axis", 0)) % rank
+    cat = int(attr(node, "axis", 0)) % rank
     if cat != rank + axis:
         return [(node.outputs[0], axis, idx, here)]
     offset = 0
@@ -575,7 +570,7 @@ def _target_shape(graph: Graph, node: ir.Node, in_shape: tuple[Any, ...]) -> tup
     if out_shape is not None and all(isinstance(d, int) for d in out_shape[1:]):
         return out_shape
     if node.op_type == "Flatten":
-        k = int(_attr(node, "axis", 1)) % max(len(in_shape), 1)
+        k = int(attr(node, "axis", 1)) % max(len(in_shape), 1)
         head, tail = in_shape[:k], in_shape[k:]
         ht = int(np.prod(head)) if all(isinstance(d, int) for d in head) else None
         tt = int(np.prod(tail)) if all(isinstance(d, int) for d in tail) else None
@@ -585,7 +580,7 @@ def _target_shape(graph: Graph, node: ir.Node, in_shape: tuple[Any, ...]) -> tup
         if c is None:
             return out_shape
         dims = [
-            in_shape[j] if (int(d) == 0 and not _attr(node, "allowzero", 0) and j < len(in_shape)) else int(d)
+            in_shape[j] if (int(d) == 0 and not attr(node, "allowzero", 0) and j < len(in_shape)) else int(d)
             for j, d in enumerate(c[0].reshape(-1))
         ]
         if -1 in dims:
@@ -653,8 +648,8 @@ def _consume(
     targets: tuple[int, ...] | None = None
     if op in ("Gemm", "QGemm") or op in _MATMUL_OPS:
         if op in ("Gemm", "QGemm"):
-            wc = w if _attr(node, "transB", 0) else w.T  # [N, K]
-            contraction = -2 if _attr(node, "transA", 0) else -1
+            wc = w if attr(node, "transB", 0) else w.T  # [N, K]
+            contraction = -2 if attr(node, "transA", 0) else -1
         elif wi == 0:  # W @ x: contracts x's second-to-last axis; wc rows are W's rows already [M, K]
             wc, contraction = w, -2
         else:
@@ -667,7 +662,7 @@ def _consume(
     elif op in _CONV_OPS:
         if rank is not None and rank + axis != 1 or rank is None and axis != -(w.ndim - 1):
             return f"{op} {label(node)!r} takes the neuron on a non-channel axis"
-        group = int(_attr(node, "group", 1))
+        group = int(attr(node, "group", 1))
         per_in, m = w.shape[1], w.shape[0]
         groups = set((idx // per_in).tolist())
         if len(groups) > 1:
@@ -679,7 +674,7 @@ def _consume(
     else:  # ConvTranspose: W [C, M/group, k...]
         if rank is not None and rank + axis != 1:
             return f"{op} {label(node)!r} takes the neuron on a non-channel axis"
-        group = int(_attr(node, "group", 1))
+        group = int(attr(node, "group", 1))
         per_in, per_out = w.shape[0] // group, w.shape[1]
         groups = set((idx // per_in).tolist())
         if len(groups) > 1:

@@ -21,7 +21,7 @@ import networkx as nx
 import numpy as np
 import onnx_ir as ir
 
-from onnxscope.graph import Graph, attention_probs_name
+from onnxscope.graph import Graph, attention_probs_name, attr
 from onnxscope.paths import _entries, _namer, data_graph
 from onnxscope.weights import const_array, is_const
 
@@ -239,13 +239,11 @@ _SCORE_OPS = frozenset(
 _PROB_OPS = frozenset(
     {"Dropout", "Cast", "Identity", "Where", "Reshape", "Squeeze", "Unsqueeze", "Transpose"}
 )
-_LAYOUT_OPS = frozenset(
+# Ops between a projection and the attention MatMuls: layout changes (whose data is input 0) and scalings.
+_DATA_FIRST = frozenset(
     {
         "Transpose",
         "Reshape",
-        "Div",
-        "Mul",
-        "Add",
         "Cast",
         "Split",
         "Slice",
@@ -254,11 +252,11 @@ _LAYOUT_OPS = frozenset(
         "Unsqueeze",
         "Identity",
         "Expand",
-        "Concat",
         "SplitToSequence",
         "SequenceAt",
     }
 )
+_LAYOUT_OPS = _DATA_FIRST | {"Div", "Mul", "Add", "Concat"}
 FUSED_ATTENTION = {
     ("", "Attention"),
     ("com.microsoft", "Attention"),
@@ -323,24 +321,6 @@ def _probs_sink(v: ir.Value) -> tuple[ir.Node | None, int]:
             return None, -1
         v = nxt[0].outputs[0]
     return None, -1
-
-
-_DATA_FIRST = frozenset(
-    {
-        "Transpose",
-        "Reshape",
-        "Cast",
-        "Split",
-        "Slice",
-        "Gather",
-        "Squeeze",
-        "Unsqueeze",
-        "Identity",
-        "Expand",
-        "SplitToSequence",
-        "SequenceAt",
-    }
-)
 
 
 def _projection(v: ir.Value | None, forward: bool = False) -> str | None:
@@ -519,21 +499,14 @@ def find_attention(graph: Graph) -> list[AttentionBlock]:
     return blocks
 
 
-def _attr(node: ir.Node, name: str, default: Any) -> Any:
-    a = node.attributes.get(name)
-    return default if a is None else a.value
-
-
 def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
     names = [None if v is None or not v.name else v.name for v in node.inputs] + [None] * 6
-    heads = _attr(node, "q_num_heads", None) or _attr(node, "num_heads", None)
+    heads = attr(node, "q_num_heads", None) or attr(node, "num_heads", None)
     if heads is None and node.inputs and node.inputs[0] is not None:
         shape = _static(node.inputs[0])
         heads = shape[1] if shape is not None and len(shape) == 4 and isinstance(shape[1], int) else None
     causal = bool(
-        _attr(node, "is_causal", 0)
-        or _attr(node, "unidirectional", 0)
-        or node.op_type == "GroupQueryAttention"
+        attr(node, "is_causal", 0) or attr(node, "unidirectional", 0) or node.op_type == "GroupQueryAttention"
     )
     if not causal and node.op_type == "Attention" and node.domain in ("", "ai.onnx") and len(node.inputs) > 3:
         causal = _causal(graph, node.inputs[3])

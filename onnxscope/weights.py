@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from onnxscope._load import iter_tensors
 from onnxscope.errors import InputError, NotFoundError, UnsupportedError, closest
-from onnxscope.graph import WEIGHTED_OPS, Graph
+from onnxscope.graph import WEIGHT_TRANSFORMS, WEIGHTED_OPS, Graph, attr
 
 __all__ = [
     "Quantization",
@@ -106,9 +106,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "Reshape": ("input", "shape"),
     "Attention": ("query", "key", "value", "mask", "past_key", "past_value"),
 }
-_TRANSFORMS = frozenset(
-    {"DequantizeLinear", "QuantizeLinear", "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
-)
+_TRANSFORMS = WEIGHT_TRANSFORMS
 _FP16_MAX = 65504.0
 
 
@@ -214,11 +212,6 @@ def quantize_linear(
     return y.astype(dtype)
 
 
-def _attr(node: ir.Node, name: str, default: Any) -> Any:
-    a = node.attributes.get(name)
-    return default if a is None else a.value
-
-
 def _const(value: ir.Value | None) -> np.ndarray | None:
     if value is None:
         return None
@@ -281,28 +274,28 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
         scale, zp = _const(node.inputs[1]), _const(node.inputs[2] if len(node.inputs) > 2 else None)
         if scale is None:
             return None
-        axis = int(_attr(node, "axis", 1))
+        axis = int(attr(node, "axis", 1))
         return (
-            quantize_linear(arr, scale, zp, axis, int(_attr(node, "block_size", 0))),
+            quantize_linear(arr, scale, zp, axis, int(attr(node, "block_size", 0))),
             src,
             (*how, "quantized"),
         )
     if op == "Transpose":
-        perm = _attr(node, "perm", None)
+        perm = attr(node, "perm", None)
         return np.transpose(arr, perm), src, (*how, "transposed")
     if op == "Cast":
-        return arr.astype(ir.DataType(int(_attr(node, "to", 1))).numpy()), src, (*how, "cast")
+        return arr.astype(ir.DataType(int(attr(node, "to", 1))).numpy()), src, (*how, "cast")
     if op == "Reshape":
         shape = _const(node.inputs[1])
         if shape is None:
             return None
         shape = [
-            arr.shape[i] if (d == 0 and not _attr(node, "allowzero", 0)) else int(d)
+            arr.shape[i] if (d == 0 and not attr(node, "allowzero", 0)) else int(d)
             for i, d in enumerate(shape)
         ]
         return arr.reshape(shape), src, (*how, "reshaped")
     if op in ("Squeeze", "Unsqueeze"):
-        axes = _const(node.inputs[1]) if len(node.inputs) > 1 else _attr(node, "axes", None)
+        axes = _const(node.inputs[1]) if len(node.inputs) > 1 else attr(node, "axes", None)
         if op == "Squeeze":
             return (
                 (np.squeeze(arr) if axes is None else np.squeeze(arr, tuple(int(a) for a in np.ravel(axes)))),
@@ -318,8 +311,8 @@ def _dq_params(node: ir.Node) -> Quantization | None:
     if scale is None:
         return None
     zp = _const(node.inputs[2]) if len(node.inputs) > 2 else None
-    axis = int(_attr(node, "axis", 1)) if scale.size > 1 else None
-    return Quantization("QDQ", node.name or "", scale, zp, axis, int(_attr(node, "block_size", 0)))
+    axis = int(attr(node, "axis", 1)) if scale.size > 1 else None
+    return Quantization("QDQ", node.name or "", scale, zp, axis, int(attr(node, "block_size", 0)))
 
 
 def _integer_op_scale(node: ir.Node) -> np.ndarray | None:
@@ -371,7 +364,7 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
         b_scale, b_zp = _const(node.inputs[4]), _const(node.inputs[5])
         if b_scale is None:
             return None
-        axis = (0 if _attr(node, "transB", 0) else 1) if b_scale.size > 1 else None
+        axis = (0 if attr(node, "transB", 0) else 1) if b_scale.size > 1 else None
         if index == 3:
             return Quantization("QOperator", name, b_scale, b_zp, axis)
         a_scale = _const(node.inputs[1])
@@ -521,7 +514,7 @@ def _unit_axis(node: ir.Node, index: int, ndim: int) -> int | None:
     if ndim < 2:
         return None
     if (op == "Gemm" and index == 1) or (op == "QGemm" and index == 3):
-        return 0 if _attr(node, "transB", 0) else 1
+        return 0 if attr(node, "transB", 0) else 1
     if op in ("MatMul", "QLinearMatMul", "MatMulInteger"):
         return ndim - 1 if index in (1, 3) else ndim - 2
     if op in ("Conv", "QLinearConv", "ConvInteger") and index in (1, 3):
@@ -531,7 +524,7 @@ def _unit_axis(node: ir.Node, index: int, ndim: int) -> int | None:
     if op in _TRANSFORMS:
         for user, i in node.outputs[0].uses():
             if op == "Transpose":
-                perm = list(_attr(node, "perm", list(range(ndim))[::-1]))
+                perm = list(attr(node, "perm", list(range(ndim))[::-1]))
                 inner = _unit_axis(user, i, ndim)
                 return None if inner is None else perm[inner]
             return _unit_axis(user, i, ndim)

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
+from onnxscope.cli._args import add_input_args, input_kwargs
 from onnxscope.errors import InputError, MissingDependencyError
-from onnxscope.inputs import parse_dims, read_inputs
 from onnxscope.model import load
 from onnxscope.patterns import find_attention
 from onnxscope.report import atomic_write, table, to_json
@@ -18,17 +18,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     """Add the ``attention`` command."""
     p = sub.add_parser("attention", parents=[common], help="attention blocks and their maps")
     p.add_argument("model", help="path to an .onnx file")
-    p.add_argument(
-        "--input", action="append", metavar="NAME=FILE", help="an input from a .npy or .pb file (repeat)"
-    )
-    p.add_argument(
-        "--inputs", metavar="FILE|DIR", help="an .npz of all inputs, or an ONNX test-data-set folder"
-    )
-    p.add_argument("--random", action="store_true", help="random data for inputs not given")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--dim", action="append", metavar="NAME=SIZE", help="size of a symbolic dimension (repeat)"
-    )
+    add_input_args(p)
     p.add_argument(
         "--png", metavar="DIR", help="write one heatmap per block and head (first sample) into DIR"
     )
@@ -57,14 +47,7 @@ def run(args: argparse.Namespace) -> str:
         from onnxscope.capture import capture
 
         selected = [b.probabilities for b in blocks if b.probabilities]
-        cap = capture(
-            model,
-            read_inputs(args.input, args.inputs),
-            select=selected,
-            random=args.random,
-            seed=args.seed,
-            dims=parse_dims(args.dim),
-        )
+        cap = capture(model, select=selected, **input_kwargs(args))
         maps = {b.name: cap.attention(b) for b in blocks if b.probabilities}
     written = []
     if args.png:

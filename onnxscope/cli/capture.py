@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from onnxscope.capture import Capture, capture
-from onnxscope.inputs import parse_dims, read_inputs
+from onnxscope.cli._args import add_input_args, add_selection_args, input_kwargs
 from onnxscope.report import fmt_num, table, to_json
 
 
@@ -13,24 +13,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     """Add the ``capture`` command."""
     p = sub.add_parser("capture", parents=[common], help="run the model and capture every node's outputs")
     p.add_argument("model", help="path to an .onnx file")
-    p.add_argument(
-        "--input", action="append", metavar="NAME=FILE", help="an input from a .npy or .pb file (repeat)"
-    )
-    p.add_argument(
-        "--inputs", metavar="FILE|DIR", help="an .npz of all inputs, or an ONNX test-data-set folder"
-    )
-    p.add_argument("--random", action="store_true", help="random data for inputs not given")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
-    p.add_argument(
-        "--dim", action="append", metavar="NAME=SIZE", help="size of a symbolic dimension (repeat)"
-    )
-    p.add_argument(
-        "--select",
-        action="append",
-        metavar="PATTERN",
-        help="tensor name or glob, re:REGEX, op:TYPE, node:NAME, module:PATH (repeat; default all)",
-    )
-    p.add_argument("--exclude", action="append", metavar="PATTERN", help="same forms as --select (repeat)")
+    add_input_args(p)
+    add_selection_args(p)
     p.add_argument(
         "--optimization",
         default="basic",
@@ -74,16 +58,12 @@ def render(cap: Capture, as_json: bool, saved: str | None = None) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Capture ``args.model`` on the given inputs."""
-    feeds = read_inputs(args.input, args.inputs)
     cap = capture(
         args.model,
-        feeds,
         select=args.select,
         exclude=args.exclude,
-        random=args.random,
-        seed=args.seed,
-        dims=parse_dims(args.dim),
         optimization=args.optimization,
+        **input_kwargs(args),
     )
     saved = cap.save(args.out) if args.out else None
     return render(cap, args.json, saved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from onnxscope.cli._args import add_selection_args
 from onnxscope.report import to_json
 
 
@@ -13,8 +14,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("source", help="a folder of .npz batches, .npy batches, or test_data_set_* folders")
     p.add_argument("--out", required=True, metavar="STORE", help="the store folder to write (e.g. run.zarr)")
-    p.add_argument("--select", action="append", metavar="PATTERN", help="as `onnxscope capture --select`")
-    p.add_argument("--exclude", action="append", metavar="PATTERN", help="as `onnxscope capture --exclude`")
+    add_selection_args(p)
     p.add_argument("--stats-only", action="store_true", help="keep statistics only, write no tensors")
     p.add_argument("--resume", action="store_true", help="continue a store an interrupted run left")
     p.set_defaults(func=run)
