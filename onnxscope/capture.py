@@ -32,12 +32,12 @@ from onnxscope.errors import (
     UnsupportedError,
     closest,
 )
-from onnxscope.expose import Plan, Selection, TensorMeta, expose
+from onnxscope.expose import Plan, Selection, TensorMeta, expose, is_qdq
 from onnxscope.inputs import prepare_inputs
 from onnxscope.model import Model, load
 from onnxscope.neurons import _ELEMENTWISE, neuron
 from onnxscope.report import save_npz
-from onnxscope.weights import const_array
+from onnxscope.weights import const_array, dequantize_linear
 
 __all__ = ["Capture", "CaptureSession", "NeuronValues", "NodeValues", "capture", "load_capture"]
 
@@ -100,8 +100,11 @@ class Capture(Mapping[str, np.ndarray]):
         model: Model | None = None,
         model_path: str | None = None,
         constants: list[str] | None = None,
+        derived: dict[str, tuple[str, Any, Any, int | None]] | None = None,
     ) -> None:
         self._arrays = arrays
+        # QDQ: tensor → (captured int8 tensor, scale, zero point, axis), dequantized when read
+        self._derived = {k: v for k, v in (derived or {}).items() if v[0] in arrays and k not in arrays}
         self._constants = [c for c in constants or [] if c not in arrays]
         self._meta = meta
         self._inputs = inputs
@@ -111,11 +114,20 @@ class Capture(Mapping[str, np.ndarray]):
         self._model = model
         self.model_path = model_path
 
+    @property
+    def derived(self) -> dict[str, str]:
+        """Tensors not copied out of onnxruntime but dequantized here from a captured int8 tensor (QDQ models),
+        each with the tensor it comes from."""
+        return {k: v[0] for k, v in self._derived.items()}
+
     # -- mapping ---------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> np.ndarray:
         try:
             return self._arrays[name]
         except KeyError:
+            if name in self._derived:
+                src, scale, zero_point, axis = self._derived[name]
+                return dequantize_linear(self._arrays[src], scale, zero_point, axis)
             if name in self._constants:
                 return self._constant(name)
             if name in self.skipped:
@@ -124,13 +136,14 @@ class Capture(Mapping[str, np.ndarray]):
 
     def __iter__(self) -> Iterator[str]:
         yield from self._arrays
+        yield from self._derived
         yield from self._constants
 
     def __len__(self) -> int:
-        return len(self._arrays) + len(self._constants)
+        return len(self._arrays) + len(self._derived) + len(self._constants)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._arrays or name in self._constants
+        return name in self._arrays or name in self._derived or name in self._constants
 
     def _constant(self, name: str) -> np.ndarray:
         """A tensor computed from weights alone, folded from the model's (memory-mapped) weights."""
@@ -182,8 +195,8 @@ class Capture(Mapping[str, np.ndarray]):
     def _value(self, name: str | None) -> np.ndarray | None:
         if name is None:
             return None
-        if name in self._arrays:
-            return self._arrays[name]
+        if name in self._arrays or name in self._derived:
+            return self[name]
         if name in self._constants and self._model is not None:
             return self._constant(name)
         if self._model is not None and name in self._model.weights:
@@ -298,8 +311,11 @@ class Capture(Mapping[str, np.ndarray]):
             "skipped": self.skipped,
             "keys": list(self._arrays),
             "constants": self._constants,  # folded from the model's weights when read, not stored
+            "derived": self.derived,
         }
-        arrays = {f"t{i}": a for i, a in enumerate(self._arrays.values())}
+        stored = {**self._arrays, **{k: self[k] for k in self._derived}}  # dequantized ones written out
+        meta["keys"] = list(stored)
+        arrays = {f"t{i}": a for i, a in enumerate(stored.values())}
         arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         return save_npz(path, arrays)
 
@@ -405,11 +421,15 @@ class CaptureSession:
         exclude: Selection = None,
         providers: list[str] | None = None,
         *,
-        optimization: str = "basic",
+        optimization: str | None = None,
         threads: int | None = None,
+        qdq: bool | None = None,
     ) -> None:
         self.model = model if isinstance(model, Model) else load(model)
         self._select, self._exclude = select, exclude
+        # QDQ models keep onnxruntime's fused int8 kernels (which need the extended optimizations)
+        self.qdq = is_qdq(self.model.ir) if qdq is None else qdq
+        optimization = optimization or ("all" if self.qdq else "basic")
         self._providers, self._optimization, self._threads = providers, optimization, threads
         self._folder = os.path.dirname(os.path.abspath(self.model.path)) if self.model.path else None
         self._levels = ["all", "static", "none"]  # how much of the subgraph bodies is carried out
@@ -419,7 +439,7 @@ class CaptureSession:
 
     def _open(self) -> None:
         while True:
-            self.plan = expose(self.model, self._select, self._exclude, nested=self._levels[0])
+            self.plan = expose(self.model, self._select, self._exclude, nested=self._levels[0], qdq=self.qdq)
             try:
                 self._sess = make_session(
                     _serialize(self.plan), self._folder, self._options(), self._providers
@@ -486,7 +506,7 @@ class CaptureSession:
             for name, value in zip(plan.real_outputs, self._plain.run(plan.real_outputs, feeds), strict=True):
                 if isinstance(value, np.ndarray):
                     arrays[name] = value
-        meta = {k: m for k, m in plan.meta.items() if k in arrays or k in plan.constants}
+        meta = {k: m for k, m in plan.meta.items() if k in arrays or k in plan.constants or k in plan.derived}
         return Capture(
             arrays,
             meta,
@@ -497,6 +517,7 @@ class CaptureSession:
             self.model,
             self.model.path,
             plan.constants,
+            plan.derived,
         )
 
 
@@ -510,8 +531,9 @@ def capture(
     random: bool = False,
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
-    optimization: str = "basic",
+    optimization: str | None = None,
     threads: int | None = None,
+    qdq: bool | None = None,
 ) -> Capture:
     """Run the model once with onnxruntime and capture the chosen tensors (default: every tensor).
 
@@ -521,9 +543,13 @@ def capture(
         select, exclude: what to capture (see :func:`onnxscope.expose.expose`: names, globs, ``re:``, ``op:``,
             ``node:``, ``module:`` or a predicate).
         providers: onnxruntime execution providers (default CPU).
-        optimization: onnxruntime graph optimization level; ``"basic"`` (default) keeps every captured tensor
-            and gives outputs bit-identical to a plain run at that level.
+        optimization: onnxruntime graph optimization level; ``"basic"`` (the default for float models) keeps
+            every captured tensor and gives outputs bit-identical to a plain run at that level.
         threads: ``intra_op_num_threads`` (``None``: onnxruntime's default).
+        qdq: for QDQ-quantized models (detected when ``None``): keep onnxruntime's fused int8 kernels (level
+            ``"all"``) by capturing QuantizeLinear outputs and dequantizing them here; the float tensors that only a
+            fused kernel sees are listed in :attr:`Capture.skipped`, the dequantized ones in
+            :attr:`Capture.derived`.
 
     If onnxruntime refuses the rewritten If/Loop/Scan bodies (e.g. a body tensor whose shape changes between
     iterations cannot be stacked), the capture retries carrying out fewer body tensors and says why the others
@@ -541,7 +567,9 @@ def capture(
         >>> sorted(cap)
         ['a', 'x', 'y']
     """
-    session = CaptureSession(model, select, exclude, providers, optimization=optimization, threads=threads)
+    session = CaptureSession(
+        model, select, exclude, providers, optimization=optimization, threads=threads, qdq=qdq
+    )
     return session.run(inputs, random=random, seed=seed, dims=dims)
 
 

@@ -115,6 +115,8 @@ class Plan:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node path → op, inputs, outputs
     skipped: dict[str, str] = field(default_factory=dict)  # capture name → why it could not be captured
     constants: list[str] = field(default_factory=list)  # computed from weights alone: folded when read
+    # QDQ models: a DequantizeLinear output → (its quantized input, scale, zero point, axis), dequantized on read
+    derived: dict[str, tuple[str, Any, Any, int | None]] = field(default_factory=dict)
 
 
 def _graph_attrs(node: ir.Node) -> list[tuple[str, ir.Graph]]:
@@ -376,7 +378,57 @@ class _Rewriter:
         return exported
 
 
-def expose(graph: Graph, select: Selection = None, exclude: Selection = None, nested: str = "all") -> Plan:
+def is_qdq(model: ir.Model) -> bool:
+    """Whether a model is in the QDQ format: activations pass through QuantizeLinear → DequantizeLinear pairs.
+
+    Example:
+        >>> from onnxscope.testing import mlp_model
+        >>> is_qdq(mlp_model())
+        False
+    """
+    for node in model.graph:
+        if node.op_type == "DequantizeLinear" and not is_const(node.inputs[0]):
+            producer = node.inputs[0].producer()
+            if producer is not None and producer.op_type == "QuantizeLinear":
+                return True
+    return False
+
+
+def _qdq_plan(
+    cands: list[Candidate], chosen_names: set[str], real: set[str], skipped: dict[str, str]
+) -> dict[str, Any]:
+    """Keep onnxruntime's int8 kernels: capture QuantizeLinear outputs and derive their DequantizeLinear outputs;
+    leave out the float tensors that a fused kernel never materializes (an op's output read only by a Q)."""
+    from onnxscope.weights import _dq_params
+
+    derived: dict[str, Any] = {}
+    for c in cands:
+        name, v = c.meta.name, c.value
+        if c.meta.scopes or name not in chosen_names or name in real:
+            continue
+        node = v.producer()
+        if node is not None and node.op_type == "DequantizeLinear" and not is_const(node.inputs[0]):
+            q = _dq_params(node)
+            if q is not None and node.inputs[0].name:
+                derived[name] = (node.inputs[0].name, q.scale, q.zero_point, q.axis)
+                continue
+        users = [u for u, _ in v.uses()]
+        if (
+            users
+            and all(u.op_type == "QuantizeLinear" for u in users)
+            and node is not None
+            and node.op_type not in ("DequantizeLinear", "QuantizeLinear")
+        ):
+            skipped[name] = (
+                f"inside a fused int8 kernel of onnxruntime (QDQ); its quantized value is captured as "
+                f"{users[0].outputs[0].name!r}"
+            )
+    return derived
+
+
+def expose(
+    graph: Graph, select: Selection = None, exclude: Selection = None, nested: str = "all", qdq: bool = False
+) -> Plan:
     """Plan a capture: choose tensors (default: all), rewrite a clone of the model so each is an output.
 
     Parameters:
@@ -386,6 +438,8 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
         exclude: the same forms; removed from the selection.
         nested: which selected tensors inside If/Loop/Scan bodies to carry out: ``"all"``, ``"static"`` (only
             those whose shape is known and fixed, so per-iteration slices stack) or ``"none"``.
+        qdq: keep onnxruntime's int8 kernels in a QDQ model: DequantizeLinear outputs are derived from the captured
+            QuantizeLinear outputs, and float tensors that only a fused kernel sees are left out (see ``skipped``).
 
     Raises:
         NotFoundError: a literal tensor name that the model does not have (close names are suggested).
@@ -405,10 +459,15 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
         if c.meta.name in chosen_names and not c.meta.scopes and c.meta.name not in real and is_const(c.value)
     ]
     chosen_names -= set(constants)
+    skipped: dict[str, str] = {}
+    derived: dict[str, Any] = {}
+    if qdq:
+        derived = _qdq_plan(cands, chosen_names, real, skipped)
+        chosen_names -= set(derived) | set(skipped)
+        chosen_names |= {src for src, *_ in derived.values()}  # the int8 tensors they come from
     chosen = {id(c.value) for c in cands if c.meta.name in chosen_names}
     if nested != "none" and any(c.meta.scopes and c.meta.name in chosen_names for c in cands):
         _infer_types(model)
-    skipped: dict[str, str] = {}
     exported = _Rewriter(chosen, skipped, nested).rewrite(model.graph, {id(c.value): c for c in cands})
     outputs: dict[str, str] = {}
     existing = {v.name for v in model.graph.outputs}
@@ -419,7 +478,7 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
         outputs[value.name or ""] = meta.name
     meta = {m.name: m for _, m in exported}
     for c in cands:  # the model's own outputs are always returned: describe them even when not selected
-        if (c.meta.name in real and not c.meta.scopes) or c.meta.name in constants:
+        if (c.meta.name in real and not c.meta.scopes) or c.meta.name in constants or c.meta.name in derived:
             meta.setdefault(c.meta.name, c.meta)
     return Plan(
         model=model,
@@ -429,6 +488,7 @@ def expose(graph: Graph, select: Selection = None, exclude: Selection = None, ne
         nodes=nodes,
         skipped=skipped,
         constants=constants,
+        derived=derived,
     )
 
 

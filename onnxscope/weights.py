@@ -182,7 +182,18 @@ def dequantize_linear(
                [40., 60.]], dtype=float32)
     """
     scale = np.asarray(scale)
-    qi = _as_real(np.asarray(q))
+    q = np.asarray(q)
+    if q.dtype.kind in "iu" and q.dtype.itemsize <= 2 and scale.dtype == np.float32:
+        # 8- and 16-bit integers are exact in float32: the same arithmetic as DequantizeLinear, without int64
+        s = _broadcast_param(scale, q.ndim, axis, block_size, q.shape)
+        out = q.astype(np.float32)
+        if zero_point is not None:
+            out -= _broadcast_param(
+                np.asarray(zero_point).astype(np.float32), q.ndim, axis, block_size, q.shape
+            )
+        out *= s
+        return out
+    qi = _as_real(q)
     s = _broadcast_param(scale, qi.ndim, axis, block_size, qi.shape)
     if zero_point is not None:
         z = _broadcast_param(_as_real(np.asarray(zero_point)), qi.ndim, axis, block_size, qi.shape)
