@@ -270,6 +270,13 @@ class Capture(Mapping[str, np.ndarray]):
             a = a.reshape(-1, block.heads, *a.shape[1:])
         return a
 
+    def stats(self, name: str) -> Any:
+        """:class:`~onnxscope.stats.RunningStats` of one tensor of this run (per unit too), mergeable with others."""
+        from onnxscope.stats import RunningStats, unit_axis_for
+
+        a = np.asarray(self[name])
+        return RunningStats.of(a, unit_axis_for(a.shape), self.info(name).op)
+
     def stats_table(self) -> list[dict[str, Any]]:
         """One row per tensor: name, op, shape, dtype, min/mean/max, NaN/Inf counts (as the CLI prints)."""
         rows = []
@@ -449,9 +456,29 @@ class CaptureSession:
                 if not self._downgrade(e):
                     raise
         self._names = [o.name for o in self._sess.get_outputs()]
+        self._bound: _Binding | None = None  # outputs pre-bound into one buffer, for inputs of one signature
+        self._low_precision = _rounds_differently(self.model, self._sess)
+        self._unbindable: set[tuple[Any, ...]] = set()
 
     def _options(self) -> Any:
         return session_options(self._optimization, self._threads)
+
+    def _run(self, feeds: dict[str, Any]) -> list[Any]:
+        """One onnxruntime run. After a first run has shown every output's shape for this input signature, the
+        outputs are bound into one preallocated buffer (IO binding): onnxruntime writes them in place, and one
+        copy hands them over — on graphs of many small tensors, per-output costs dominate otherwise."""
+        key = _signature(feeds)
+        bound = self._bound
+        if bound is not None and bound.key == key:
+            try:
+                return bound.run(self._sess, feeds)
+            except Exception:  # an output whose shape depends on the data: run unbound from now on
+                self._bound = None
+                self._unbindable.add(key)
+        results = self._sess.run(self._names, feeds)
+        if key not in self._unbindable and len(self._names) >= _BIND_MIN_OUTPUTS:
+            self._bound = _Binding.make(self._sess, self._names, results, key)
+        return results
 
     def _downgrade(self, error: CaptureError) -> bool:
         """After onnxruntime refused the rewritten subgraphs, carry fewer of their tensors out."""
@@ -473,7 +500,7 @@ class CaptureSession:
         feeds = prepare_inputs(self.model, inputs, random=random, seed=seed, dims=dims)
         while True:
             try:
-                results = self._sess.run(self._names, feeds)
+                results = self._run(feeds)
                 break
             except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
                 error = CaptureError(f"onnxruntime failed to run {label_of(self.model)}: {_first_line(e)}")
@@ -496,7 +523,7 @@ class CaptureSession:
         fed = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
         order = [k for k in plan.meta if k in got] + [k for k in got if k not in plan.meta]  # graph order
         arrays = {**fed, **{k: got[k] for k in order}}
-        if len(self._names) > len(plan.real_outputs) and _rounds_differently(self.model, self._sess):
+        if len(self._names) > len(plan.real_outputs) and self._low_precision:
             # onnxruntime's CPU kernels run float16 graphs in float32 between ops; an intermediate marked as an
             # output is rounded to float16, which changes what follows. The real outputs come from a plain run.
             if self._plain is None:
@@ -585,6 +612,52 @@ def _serialize_model(model: Any) -> bytes:
     import onnx_ir as ir
 
     return ir.to_proto(model).SerializeToString()
+
+
+_BIND_MIN_OUTPUTS = 64
+
+
+def _signature(feeds: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        (k, getattr(v, "shape", None), str(getattr(v, "dtype", type(v)))) for k, v in sorted(feeds.items())
+    )
+
+
+class _Binding:
+    """Every output bound into one buffer per element type, at the shapes a first run produced."""
+
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        binding: Any,
+        arenas: dict[Any, np.ndarray],
+        layout: list[tuple[Any, int, int, tuple[int, ...]]],
+    ) -> None:
+        self.key, self.binding, self.arenas, self.layout = key, binding, arenas, layout
+
+    @classmethod
+    def make(cls, sess: Any, names: list[str], results: list[Any], key: tuple[Any, ...]) -> _Binding | None:
+        if not all(isinstance(r, np.ndarray) and r.dtype.kind in "biuf" for r in results):
+            return None
+        sizes: dict[Any, int] = {}
+        layout = []
+        for r in results:
+            dt = np.dtype(r.dtype.str)
+            start = sizes.get(dt, 0)
+            layout.append((dt, start, start + r.size, r.shape))
+            sizes[dt] = start + r.size
+        arenas = {dt: np.empty(max(n, 1), dt) for dt, n in sizes.items()}
+        binding = sess.io_binding()
+        for name, (dt, start, end, shape) in zip(names, layout, strict=True):
+            binding.bind_output(name, "cpu", 0, dt, list(shape), arenas[dt][start:end].ctypes.data)
+        return cls(key, binding, arenas, layout)
+
+    def run(self, sess: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
+        for name, value in feeds.items():
+            self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        sess.run_with_iobinding(self.binding)
+        owned = {dt: a.copy() for dt, a in self.arenas.items()}  # the capture owns its arrays: one copy
+        return [owned[dt][start:end].reshape(shape) for dt, start, end, shape in self.layout]
 
 
 def label_of(model: Model) -> str:

@@ -249,3 +249,39 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
     with pytest.raises(onnxscope.NotFoundError, match="computed from the model's weights alone"):
         onnxscope.load_capture(saved)["wt"]
     np.testing.assert_array_equal(onnxscope.load_capture(saved, model=m)["wt"], w.T)
+
+
+def test_a_reused_session_binds_outputs_and_gives_the_same_values(tmp_path):
+    m = onnxscope.Model(mlp_model(in_features=3, hidden=4))
+    from onnxscope.capture import _BIND_MIN_OUTPUTS
+
+    session = onnxscope.CaptureSession(m)
+    for x in np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32):
+        session.run({"x": x})
+    assert len(session._names) < _BIND_MIN_OUTPUTS and session._bound is None  # small graphs run unbound
+
+
+def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_shapes(tmp_path, monkeypatch):
+    import importlib
+
+    capmod = importlib.import_module("onnxscope.capture")  # the module, not the function of the same name
+
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[5] x) => (int64[1, ?] idx, float[5] y) {
+            r = Relu(x)
+            idx = NonZero(r)
+            y = Mul(r, r)
+        }""")
+    onnx.save(proto, tmp_path / "nz.onnx")
+    monkeypatch.setattr(capmod, "_BIND_MIN_OUTPUTS", 1)  # bind even this small graph
+    session = onnxscope.CaptureSession(tmp_path / "nz.onnx")
+    a = np.array([1, -1, 2, -2, 3], np.float32)
+    b = np.array([-1, -1, 2, 2, 3], np.float32)
+    c = np.array([5, 4, 3, 2, 1], np.float32)
+    caps = [session.run({"x": v}) for v in (a, a, b, c)]
+    for v, cap in zip((a, a, b, c), caps, strict=True):
+        fresh = onnxscope.capture(tmp_path / "nz.onnx", {"x": v})
+        for k in fresh:
+            np.testing.assert_array_equal(cap[k], fresh[k], err_msg=k)
+    assert caps[0]["idx"] is not caps[1]["idx"] and not np.shares_memory(caps[1]["y"], caps[2]["y"])
+    assert session._bound is None and session._unbindable  # NonZero's shape changed: unbound from then on

@@ -58,3 +58,15 @@ def test_dead_and_saturated_units():
     sigmoid = RunningStats.of(np.array([[0.3, 0.5, 0.995], [0.2, 0.6, 0.999]]), unit_axis=-1, op="Sigmoid")
     assert sigmoid.dead_units.tolist() == [] and sigmoid.saturated_units.tolist() == [2]
     assert unit_axis_for((2, 3)) == 1 and unit_axis_for((2, 3, 8, 8)) == 1
+
+
+def test_capture_stats_of_one_run():
+    pytest.importorskip("onnxruntime")
+    import onnxscope
+    from onnxscope.testing import mlp_model
+
+    x = np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)
+    cap = onnxscope.capture(onnxscope.Model(mlp_model()), {"x": x})
+    s = cap.stats("a")
+    assert s.count == cap["a"].size and s.mean == pytest.approx(cap["a"].astype(np.float64).mean())
+    assert s.dead_units.tolist() == np.flatnonzero(cap["a"].max(axis=0) <= 0).tolist()
