@@ -84,3 +84,12 @@ def test_a_missing_framework_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # what `import tensorflow` sees when it is absent
     with pytest.raises(onnxscope.MissingDependencyError, match=r"pip install 'onnxscope\[tf\]'"):
         converters.from_keras(tmp_path / "m.keras", tmp_path / "m.onnx")
+
+
+def test_a_savedmodel_folder_converts_and_computes_the_same(functional, tmp_path):
+    model, _ = functional
+    model.export(str(tmp_path / "saved"))  # a TensorFlow SavedModel folder
+    m = converters.from_keras(tmp_path / "saved", tmp_path / "saved.onnx")
+    x = np.random.default_rng(4).standard_normal((2, 6, 16)).astype(np.float32)
+    cap = onnxscope.capture(m, {m.ir.graph.inputs[0].name: x})
+    np.testing.assert_allclose(next(iter(cap.outputs.values())), model(x), atol=1e-5)
