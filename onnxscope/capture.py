@@ -653,9 +653,11 @@ class _Binding:
         return cls(key, binding, arenas, layout)
 
     def run(self, sess: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
-        for name, value in feeds.items():
-            self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        held = {name: np.ascontiguousarray(value) for name, value in feeds.items()}  # alive through the run
+        for name, value in held.items():
+            self.binding.bind_cpu_input(name, value)
         sess.run_with_iobinding(self.binding)
+        del held
         owned = {dt: a.copy() for dt, a in self.arenas.items()}  # the capture owns its arrays: one copy
         return [owned[dt][start:end].reshape(shape) for dt, start, end, shape in self.layout]
 

@@ -32,7 +32,7 @@ import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
 from onnxscope.graph import Graph, attention_probs_name, label, layer_map_of, module_path_of
-from onnxscope.weights import is_const
+from onnxscope.weights import is_const, quantization_of
 
 __all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose"]
 
@@ -399,8 +399,6 @@ def _qdq_plan(
 ) -> dict[str, Any]:
     """Keep onnxruntime's int8 kernels: capture QuantizeLinear outputs and derive their DequantizeLinear outputs;
     leave out the float tensors that a fused kernel never materializes (an op's output read only by a Q)."""
-    from onnxscope.weights import _dq_params
-
     derived: dict[str, Any] = {}
     for c in cands:
         name, v = c.meta.name, c.value
@@ -408,7 +406,7 @@ def _qdq_plan(
             continue
         node = v.producer()
         if node is not None and node.op_type == "DequantizeLinear" and not is_const(node.inputs[0]):
-            q = _dq_params(node)
+            q = quantization_of(node, 0)
             if q is not None and node.inputs[0].name:
                 derived[name] = (node.inputs[0].name, q.scale, q.zero_point, q.axis)
                 continue
