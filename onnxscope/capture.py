@@ -463,7 +463,7 @@ class CaptureSession:
     def _options(self) -> Any:
         return session_options(self._optimization, self._threads)
 
-    def _run(self, feeds: dict[str, Any]) -> list[Any]:
+    def _run(self, feeds: dict[str, Any], copy: bool = True) -> list[Any]:
         """One onnxruntime run. After a first run has shown every output's shape for this input signature, the
         outputs are bound into one preallocated buffer (IO binding): onnxruntime writes them in place, and one
         copy hands them over — on graphs of many small tensors, per-output costs dominate otherwise."""
@@ -471,7 +471,7 @@ class CaptureSession:
         bound = self._bound
         if bound is not None and bound.key == key:
             try:
-                return bound.run(self._sess, feeds)
+                return bound.run(self._sess, feeds, copy)
             except Exception:  # an output whose shape depends on the data: run unbound from now on
                 self._bound = None
                 self._unbindable.add(key)
@@ -495,12 +495,17 @@ class CaptureSession:
         random: bool = False,
         seed: int = 0,
         dims: Mapping[str, int] | None = None,
+        reuse: bool = False,
     ) -> Capture:
-        """Run once and return the :class:`Capture` (inputs are checked first, see :func:`capture`)."""
+        """Run once and return the :class:`Capture` (inputs are checked first, see :func:`capture`).
+
+        With ``reuse``, the arrays may live in the session's own output buffer and are valid only until the next
+        run: for a caller that writes them out at once (dataset capture), this saves a copy of every tensor.
+        """
         feeds = prepare_inputs(self.model, inputs, random=random, seed=seed, dims=dims)
         while True:
             try:
-                results = self._run(feeds)
+                results = self._run(feeds, copy=not reuse)
                 break
             except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
                 error = CaptureError(f"onnxruntime failed to run {label_of(self.model)}: {_first_line(e)}")
@@ -652,13 +657,14 @@ class _Binding:
             binding.bind_output(name, "cpu", 0, dt, list(shape), arenas[dt][start:end].ctypes.data)
         return cls(key, binding, arenas, layout)
 
-    def run(self, sess: Any, feeds: dict[str, Any]) -> list[np.ndarray]:
+    def run(self, sess: Any, feeds: dict[str, Any], copy: bool = True) -> list[np.ndarray]:
         held = {name: np.ascontiguousarray(value) for name, value in feeds.items()}  # alive through the run
         for name, value in held.items():
             self.binding.bind_cpu_input(name, value)
         sess.run_with_iobinding(self.binding)
         del held
-        owned = {dt: a.copy() for dt, a in self.arenas.items()}  # the capture owns its arrays: one copy
+        # the capture owns its arrays (one copy), unless the caller consumes them before the next run
+        owned = {dt: a.copy() for dt, a in self.arenas.items()} if copy else self.arenas
         return [owned[dt][start:end].reshape(shape) for dt, start, end, shape in self.layout]
 
 

@@ -196,6 +196,75 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def _append(group: Any, info: dict[str, Any], cap: Any, names: list[str], b: int, n: int) -> int:
+    """Append the tensors ``names`` of one batch to their arrays; return the bytes written."""
+    written = 0
+    for name in names:
+        a = np.asarray(cap[name])
+        if a.ndim == 0 or a.dtype.kind not in "biufc":
+            continue
+        a = a.view(np.dtype(a.dtype.str))  # e.g. C "long long" → int64, the type Zarr knows
+        key = info["tensors"].get(name)
+        if key is None:
+            key = f"t{len(info['tensors'])}"
+            group.create_array(
+                key,
+                shape=(0, *a.shape[1:]),
+                chunks=(max(n, 1), *a.shape[1:]),
+                dtype=a.dtype,
+                attributes={"tensor": name},
+            )
+            info["tensors"][name] = key
+            info["rows"][key] = 0
+        arr = group[key]
+        if tuple(arr.shape[1:]) != a.shape[1:]:
+            raise InputError(
+                f"tensor {name!r} has shape {list(a.shape)} in batch {b} but {[None, *arr.shape[1:]]} "
+                "before; batches must agree beyond the first axis"
+            )
+        start = int(info["rows"][key])
+        arr.resize((start + a.shape[0], *arr.shape[1:]))
+        arr[start:] = a
+        info["rows"][key] = start + a.shape[0]
+        written += a.nbytes
+    return written
+
+
+def _partition(
+    session: CaptureSession,
+    feeds: Mapping[str, np.ndarray],
+    max_memory: int | None,
+    providers: list[str] | None,
+    threads: int | None,
+) -> list[CaptureSession]:
+    """One session, or, when one batch's captures would exceed ``max_memory`` bytes, several that each capture a
+    share of the tensors (the model then runs once per share). Sizes come from a probe run on one sample."""
+    if max_memory is None:
+        return [session]
+    one = {k: np.asarray(v)[:1] for k, v in feeds.items()}
+    batch = max((np.asarray(v).shape[0] for v in feeds.values() if np.asarray(v).ndim), default=1)
+    probe = session.run(one)
+    sizes = {k: np.asarray(probe[k]).nbytes * batch for k in probe if k not in probe.inputs}
+    del probe
+    total = sum(sizes.values())
+    if total <= max_memory:
+        return [session]
+    groups: list[list[str]] = [[]]
+    used = 0
+    for name, size in sizes.items():
+        if size > max_memory:
+            raise InputError(
+                f"tensor {name!r} alone takes {size} bytes per batch, over --max-memory {max_memory}; "
+                "raise the budget or use smaller batches"
+            )
+        if used + size > max_memory and groups[-1]:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    return [CaptureSession(session.model, g, None, providers, threads=threads) for g in groups]
+
+
 def capture_dataset(
     model: Model | str | os.PathLike[str],
     batches: Iterable[Mapping[str, np.ndarray]] | str | os.PathLike[str],
@@ -209,6 +278,7 @@ def capture_dataset(
     progress: bool = True,
     providers: list[str] | None = None,
     threads: int | None = None,
+    max_memory: int | None = None,
 ) -> DatasetStore:
     """Capture every batch into the Zarr store ``out`` (and/or running statistics), one batch at a time.
 
@@ -221,6 +291,8 @@ def capture_dataset(
         stats_only: write no tensors at all, only statistics.
         resume: continue a store that an interrupted run left, skipping its complete batches.
         progress: a progress line on a terminal (batches, samples/s, bytes written).
+        max_memory: a budget in bytes for one batch's captured tensors; when they would exceed it, the tensors
+            are split across several runs of the model (each writes and releases its share).
 
     Raises:
         InputError: ``out`` exists without ``resume``, or resuming a store made for another model or selection.
@@ -258,58 +330,43 @@ def capture_dataset(
     done = int(info["batches"])
     bar = _Progress(progress)
     written = 0
+    sessions: list[CaptureSession] | None = None
     for b, feeds in enumerate(iter_batches(batches, model)):
         if b < done:
             continue  # committed by the interrupted run
-        cap = session.run(feeds)
-        n = next(iter(cap.inputs.values())).shape[0] if cap.inputs else 1
-        if not stats_only:
-            if group is None:
-                group = _zarr().open_group(folder, mode="a")
-            for name in cap:
-                a = np.asarray(cap[name])
-                if a.ndim == 0 or a.dtype.kind not in "biufc":
-                    continue
-                a = a.view(np.dtype(a.dtype.str))  # e.g. C "long long" → int64, the type Zarr knows
-                key = info["tensors"].get(name)
-                if key is None:
-                    key = f"t{len(info['tensors'])}"
-                    group.create_array(
-                        key,
-                        shape=(0, *a.shape[1:]),
-                        chunks=(max(n, 1), *a.shape[1:]),
-                        dtype=a.dtype,
-                        attributes={"tensor": name},
-                    )
-                    info["tensors"][name] = key
-                    info["rows"][key] = 0
-                arr = group[key]
-                if tuple(arr.shape[1:]) != a.shape[1:]:
-                    raise InputError(
-                        f"tensor {name!r} has shape {list(a.shape)} in batch {b} but {[None, *arr.shape[1:]]} "
-                        "before; batches must agree beyond the first axis"
-                    )
-                start = int(info["rows"][key])
-                arr.resize((start + a.shape[0], *arr.shape[1:]))
-                arr[start:] = a
-                info["rows"][key] = start + a.shape[0]
-                written += a.nbytes
+        if sessions is None:
+            sessions = _partition(session, feeds, max_memory, providers, threads)
+        n = None
+        seen: set[str] = set()
+        inputs: list[str] = []
+        for (
+            part
+        ) in sessions:  # each part captures its share of the tensors; every part writes before the next
+            cap = part.run(feeds, reuse=True)
+            n = n if n is not None else (next(iter(cap.inputs.values())).shape[0] if cap.inputs else 1)
+            inputs = sorted(cap.inputs)
+            names = [k for k in cap if k not in seen]
+            seen.update(names)
+            if not stats_only:
+                if group is None:
+                    group = _zarr().open_group(folder, mode="a")
+                written += _append(group, info, cap, names, b, n)
+            if stats:
+                for name in names:
+                    a = np.asarray(cap[name])
+                    if a.dtype.kind not in "biuf" or a.ndim == 0:
+                        continue
+                    s = RunningStats.of(a, unit_axis_for(a.shape), cap.info(name).op)
+                    running[name] = running[name].merge(s) if name in running else s
+            del cap
         if stats:
-            for name in cap:
-                a = np.asarray(cap[name])
-                if a.dtype.kind not in "biuf" or a.ndim == 0:
-                    continue
-                meta = cap.info(name)
-                s = RunningStats.of(a, unit_axis_for(a.shape), meta.op)
-                running[name] = running[name].merge(s) if name in running else s
             _save_stats(folder, b + 1, running)
-        info.update(batches=b + 1, samples=int(info["samples"]) + n, inputs=sorted(cap.inputs))
+        info.update(batches=b + 1, samples=int(info["samples"]) + (n or 0), inputs=inputs)
         _save_progress(folder, info)
         stale = os.path.join(folder, f"onnxscope-stats-{b}.npz")
         if os.path.exists(stale):
             os.unlink(stale)
         bar.update(b + 1, int(info["samples"]), written)
-        del cap
     bar.close()
     if info["batches"] == 0 and not os.path.exists(os.path.join(folder, PROGRESS)):
         _save_progress(folder, info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from onnxscope.cli._args import add_selection_args
+from onnxscope.errors import InputError
 from onnxscope.report import to_json
 
 
@@ -17,7 +18,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     add_selection_args(p)
     p.add_argument("--stats-only", action="store_true", help="keep statistics only, write no tensors")
     p.add_argument("--resume", action="store_true", help="continue a store an interrupted run left")
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="budget for one batch's captures, e.g. 512M or 2G; over it, "
+        "the tensors are split across several runs",
+    )
     p.set_defaults(func=run)
+
+
+def _size(text: str | None) -> int | None:
+    """``512M`` → bytes (K, M, G: powers of 1024; a plain number is bytes)."""
+    if text is None:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B")
+    scale = units.get(t[-1:], 1)
+    number = t[:-1] if t[-1:] in units else t
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        raise InputError(f"--max-memory {text!r}: expected a size such as 512M or 2G") from None
 
 
 def run(args: argparse.Namespace) -> str:
@@ -31,6 +52,7 @@ def run(args: argparse.Namespace) -> str:
         args.exclude,
         out=args.out,
         stats_only=args.stats_only,
+        max_memory=_size(args.max_memory),
         resume=args.resume,
         progress=not args.json,
     )

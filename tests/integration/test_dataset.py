@@ -112,3 +112,24 @@ def test_a_killed_run_leaves_complete_batches_and_resumes_to_the_same_content(tm
     a, b = done.stats("y"), full.stats("y")
     assert (a.count, a.min, a.max, a.dead_units.tolist()) == (b.count, b.min, b.max, b.dead_units.tolist())
     assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
+
+
+def test_a_memory_budget_splits_the_tensors_across_runs_with_the_same_result(tmp_path):
+    m = onnxscope.Model(mlp_model(hidden=64))
+    batches = _batches(3, seed=5)
+    whole = capture_dataset(m, batches, out=tmp_path / "whole.zarr", progress=False)
+    per_batch = sum(np.asarray(onnxscope.capture(m, batches[0])[k]).nbytes for k in ("h", "a", "y"))
+    from onnxscope.capture import CaptureSession
+    from onnxscope.dataset import _partition
+
+    parts = _partition(CaptureSession(m), batches[0], per_batch // 2, None, None)
+    assert len(parts) == 3, "over budget: h, a and y (1024 + 1024 + 64 bytes, budget 1056) take a run each"
+    split = capture_dataset(
+        m, batches, out=tmp_path / "split.zarr", progress=False, max_memory=per_batch // 2
+    )
+    assert sorted(split) == sorted(whole)
+    for name in whole:
+        np.testing.assert_array_equal(split[name], whole[name])
+        assert split.stats(name).summary() == whole.stats(name).summary()
+    with pytest.raises(onnxscope.InputError, match="alone takes .* bytes per batch, over --max-memory 64"):
+        capture_dataset(m, batches, out=tmp_path / "tiny.zarr", progress=False, max_memory=64)
