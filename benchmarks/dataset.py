@@ -29,7 +29,7 @@ if mode == "onnxscope":
     from onnxscope.dataset import capture_dataset
     store = capture_dataset(model, batches(), out=out, progress=False, threads=1)
     assert store.batches == n
-    captured = sum(store[k][: batch].nbytes for k in store)  # one batch's captured tensors
+    captured = sum(store.array(k)[:batch].nbytes for k in store)  # one batch's captured tensors (first chunk)
 else:
     import onnxruntime as ort
     so = ort.SessionOptions(); so.intra_op_num_threads = 1

@@ -115,12 +115,22 @@ class DatasetStore(Mapping[str, Any]):
         """Complete samples (rows along axis 0 of every array)."""
         return int(self.info["samples"])
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Every complete row of a tensor, read into memory (see :meth:`array` to read parts)."""
+        return self.array(name)[: self.rows(name)]
+
+    def array(self, name: str) -> Any:
+        """The Zarr array of a tensor, read lazily: ``store.array(name)[:8]`` reads the first chunk only. Rows past
+        :meth:`rows` belong to a batch that was not committed."""
         keys = self.info["tensors"]
         if name not in keys:
             raise NotFoundError(f"no tensor {name!r} in {self.path}; {closest(name, keys)}")
-        key = keys[name]
-        return self._group[key][: self.info["rows"][key]]  # type: ignore[index]
+        return self._group[keys[name]]  # type: ignore[index]
+
+    def rows(self, name: str) -> int:
+        """Complete rows of a tensor (its first axis)."""
+        self.array(name)
+        return int(self.info["rows"][self.info["tensors"][name]])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.info["tensors"])
@@ -207,12 +217,13 @@ def _append(group: Any, info: dict[str, Any], cap: Any, names: list[str], b: int
         key = info["tensors"].get(name)
         if key is None:
             key = f"t{len(info['tensors'])}"
-            group.create_array(
+            group.create_array(  # uncompressed: activations barely compress, and writes stay cheap
                 key,
                 shape=(0, *a.shape[1:]),
                 chunks=(max(n, 1), *a.shape[1:]),
                 dtype=a.dtype,
                 attributes={"tensor": name},
+                compressors=None,
             )
             info["tensors"][name] = key
             info["rows"][key] = 0
@@ -350,6 +361,8 @@ def capture_dataset(
             if not stats_only:
                 if group is None:
                     group = _zarr().open_group(folder, mode="a")
+                    # what made the store, for anyone opening it with Zarr alone
+                    group.attrs.update({"onnxscope": {**identity, "inputs": sorted(feeds)}})
                 written += _append(group, info, cap, names, b, n)
             if stats:
                 for name in names:

@@ -20,6 +20,8 @@ import numpy as np
 
 __all__ = ["RunningStats", "unit_axis_for"]
 
+_SLICE = 1 << 20  # elements per slice of a large array
+
 SATURATING = {
     "Sigmoid": (0.01, 0.99),
     "HardSigmoid": (0.01, 0.99),
@@ -98,8 +100,18 @@ class RunningStats:
 
     @classmethod
     def of(cls, a: np.ndarray, unit_axis: int | None = None, op: str | None = None) -> RunningStats:
-        """The statistics of one array (``unit_axis`` as :func:`unit_axis_for` chooses, or given)."""
+        """The statistics of one array (``unit_axis`` as :func:`unit_axis_for` chooses, or given).
+
+        Large arrays are taken in slices along their first axis (merged as shards), so the float64 temporaries
+        stay small whatever the array's size.
+        """
         a = np.asarray(a)
+        if a.size > _SLICE and a.ndim >= 2 and a.shape[0] > 1 and unit_axis != 0:
+            step = max(1, _SLICE // (a.size // a.shape[0]))
+            out = cls()
+            for start in range(0, a.shape[0], step):
+                out = out.merge(cls.of(a[start : start + step], unit_axis, op))
+            return out
         f = a.astype(np.float64, copy=False)
         finite = np.isfinite(f)
         ok = f[finite]

@@ -38,6 +38,10 @@ def test_store_and_statistics_equal_numpy_over_the_dataset(tmp_path):
         assert s.count == whole.size and s.mean == pytest.approx(whole.mean(), rel=1e-6)
         assert s.std == pytest.approx(whole.astype(np.float64).std(), rel=1e-6)
         np.testing.assert_allclose(s.unit_mean, whole.astype(np.float64).mean(axis=0), rtol=1e-6)
+    import zarr
+
+    attrs = zarr.open_group(str(tmp_path / "run.zarr"), mode="r").attrs["onnxscope"]
+    assert attrs["inputs"] == ["x"] and attrs["select"] == "None" and len(attrs["model_sha256"]) == 16
     relu = store.stats("a")
     assert (
         relu.dead_units.tolist()

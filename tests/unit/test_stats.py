@@ -70,3 +70,16 @@ def test_capture_stats_of_one_run():
     s = cap.stats("a")
     assert s.count == cap["a"].size and s.mean == pytest.approx(cap["a"].astype(np.float64).mean())
     assert s.dead_units.tolist() == np.flatnonzero(cap["a"].max(axis=0) <= 0).tolist()
+
+
+def test_large_arrays_are_taken_in_slices_with_the_same_result(monkeypatch):
+    import onnxscope.stats as st
+
+    a = np.random.default_rng(3).standard_normal((9, 4, 5)) * 2 + 1
+    whole = RunningStats.of(a, unit_axis=1)
+    monkeypatch.setattr(st, "_SLICE", 30)  # slices of 1 row (20 values)
+    sliced = RunningStats.of(a, unit_axis=1)
+    assert sliced.count == whole.count and sliced.mean == pytest.approx(whole.mean, rel=1e-12)
+    assert sliced.m2 == pytest.approx(whole.m2, rel=1e-12)
+    np.testing.assert_allclose(sliced.unit_m2, whole.unit_m2, rtol=1e-12)
+    np.testing.assert_array_equal(sliced.unit_max, whole.unit_max)
