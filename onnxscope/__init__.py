@@ -10,6 +10,7 @@ Example:
 """
 
 from onnxscope.capture import Capture, CaptureSession, NeuronValues, NodeValues, capture, load_capture
+from onnxscope.dataset import DatasetStore, capture_dataset, merge_stats, open_store
 from onnxscope.errors import (
     CaptureError,
     ConversionError,
@@ -26,6 +27,7 @@ from onnxscope.model import Model, Summary, load
 from onnxscope.neurons import Neuron, Outgoing, Stop
 from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
 from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
+from onnxscope.stats import RunningStats
 from onnxscope.weights import Quantization, Weight, Weights, WeightStats
 
 __version__ = "0.1.0"
@@ -51,6 +53,12 @@ __all__ = [
     "TensorMeta",
     "NodeValues",
     "NeuronValues",
+    # dataset scale
+    "capture_dataset",
+    "open_store",
+    "merge_stats",
+    "DatasetStore",
+    "RunningStats",
     # paths and patterns
     "all_paths",
     "shortest_path",
