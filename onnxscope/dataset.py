@@ -90,6 +90,10 @@ def _model_hash(model: Model) -> str:
         with open(model.path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
+    else:  # a model built in memory: its serialized graph (such models are small)
+        import onnx_ir as ir
+
+        h.update(ir.to_proto(model.ir).SerializeToString())
     return h.hexdigest()[:16]
 
 

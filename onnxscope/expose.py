@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -495,8 +495,3 @@ def _infer_types(model: ir.Model) -> None:
     from onnx_ir.passes.common import ShapeInferencePass
 
     ShapeInferencePass(strict_mode=False)(model)
-
-
-def iter_names(plan: Plan) -> Iterable[str]:
-    """The capture names a plan will produce, in output order."""
-    return plan.outputs.values()

@@ -251,7 +251,7 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
     np.testing.assert_array_equal(onnxscope.load_capture(saved, model=m)["wt"], w.T)
 
 
-def test_a_reused_session_binds_outputs_and_gives_the_same_values(tmp_path):
+def test_a_small_graph_runs_unbound_in_a_reused_session(tmp_path):
     m = onnxscope.Model(mlp_model(in_features=3, hidden=4))
     from onnxscope.capture import _BIND_MIN_OUTPUTS
 

@@ -33,10 +33,11 @@ def test_seed_example_weights_and_hook_output_equal_onnxscope_for_layer_0(seed_m
     def hook(_m, _i, out) -> None:
         seen["out"] = out.detach().numpy().copy()
 
-    net[0].register_forward_hook(hook)
+    handle = net[0].register_forward_hook(hook)
     x = torch.randn(3, 10)
     with torch.no_grad():
         net(x)
+    handle.remove()  # the module-scoped model is shared with later tests
     cap = onnxscope.capture(m, {m.ir.graph.inputs[0].name: x.numpy()}, select="module:0")
     np.testing.assert_allclose(cap[m.layer_map["layers"]["0"]["output"]], seen["out"], atol=1e-6)
 

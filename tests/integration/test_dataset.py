@@ -71,6 +71,9 @@ def test_an_existing_store_needs_resume_and_the_same_model(tmp_path):
         capture_dataset(
             m, _batches(1), select="op:Relu", out=tmp_path / "s.zarr", resume=True, progress=False
         )
+    other = onnxscope.Model(mlp_model(seed=1))  # same graph, other weights
+    with pytest.raises(onnxscope.InputError, match="another model or selection"):
+        capture_dataset(other, _batches(1), out=tmp_path / "s.zarr", resume=True, progress=False)
 
 
 RUNNER = r"""
