@@ -9,26 +9,78 @@ Example:
     ((3,), 'fc2')
 """
 
-from onnxscope.capture import Capture, CaptureSession, NeuronValues, NodeValues, capture, load_capture
-from onnxscope.dataset import DatasetStore, capture_dataset, merge_stats, open_store
-from onnxscope.errors import (
-    CaptureError,
-    ConversionError,
-    InputError,
-    MissingDependencyError,
-    ModelLoadError,
-    NoPathError,
-    NotFoundError,
-    OnnxscopeError,
-    UnsupportedError,
-)
-from onnxscope.expose import TensorMeta
-from onnxscope.model import Model, Summary, load
-from onnxscope.neurons import Neuron, Outgoing, Stop
-from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
-from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
-from onnxscope.stats import RunningStats
-from onnxscope.weights import Quantization, Weight, Weights, WeightStats
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module defining it. Nothing is imported until a name is first used, so `import onnxscope` (and
+# `onnxscope --help`) stays fast: onnx_ir pulls in sympy, and the run-time part onnxruntime.
+_WHERE = {
+    "load": "model",
+    "Model": "model",
+    "Summary": "model",
+    "Weight": "weights",
+    "Weights": "weights",
+    "WeightStats": "weights",
+    "Quantization": "weights",
+    "Neuron": "neurons",
+    "Outgoing": "neurons",
+    "Stop": "neurons",
+    "capture": "session",
+    "CaptureSession": "session",
+    "load_capture": "persist",
+    "Capture": "result",
+    "TensorMeta": "expose",
+    "NodeValues": "result",
+    "NeuronValues": "result",
+    "capture_dataset": "dataset",
+    "open_store": "dataset",
+    "merge_stats": "dataset",
+    "DatasetStore": "dataset",
+    "RunningStats": "stats",
+    "all_paths": "paths",
+    "shortest_path": "paths",
+    "ancestors": "paths",
+    "descendants": "paths",
+    "between": "paths",
+    "extract": "paths",
+    "Subgraph": "paths",
+    "find_residuals": "patterns",
+    "find_attention": "patterns",
+    "Residual": "patterns",
+    "AttentionBlock": "patterns",
+    "OnnxscopeError": "errors",
+    "ModelLoadError": "errors",
+    "NotFoundError": "errors",
+    "NoPathError": "errors",
+    "InputError": "errors",
+    "UnsupportedError": "errors",
+    "CaptureError": "errors",
+    "ConversionError": "errors",
+    "MissingDependencyError": "errors",
+}
+
+if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
+    from onnxscope.dataset import DatasetStore, capture_dataset, merge_stats, open_store
+    from onnxscope.errors import (
+        CaptureError,
+        ConversionError,
+        InputError,
+        MissingDependencyError,
+        ModelLoadError,
+        NoPathError,
+        NotFoundError,
+        OnnxscopeError,
+        UnsupportedError,
+    )
+    from onnxscope.expose import TensorMeta
+    from onnxscope.model import Model, Summary, load
+    from onnxscope.neurons import Neuron, Outgoing, Stop
+    from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
+    from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
+    from onnxscope.persist import load_capture
+    from onnxscope.result import Capture, NeuronValues, NodeValues
+    from onnxscope.session import CaptureSession, capture
+    from onnxscope.stats import RunningStats
+    from onnxscope.weights import Quantization, Weight, Weights, WeightStats
 
 __version__ = "0.1.0"
 
@@ -82,3 +134,18 @@ __all__ = [
     "ConversionError",
     "MissingDependencyError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxscope' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"onnxscope.{module}"), name)
+    globals()[name] = value  # cached: later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxscope.capture import CaptureSession
 from onnxscope.errors import InputError, MissingDependencyError, ModelLoadError, NotFoundError, closest
 from onnxscope.expose import Selection
 from onnxscope.inputs import read_inputs
 from onnxscope.model import Model, load
-from onnxscope.report import atomic_write
+from onnxscope.render import atomic_write
+from onnxscope.session import CaptureSession
 from onnxscope.stats import RunningStats, unit_axis_for
 
 __all__ = ["DatasetStore", "capture_dataset", "iter_batches", "merge_stats", "open_store"]

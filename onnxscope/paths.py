@@ -312,7 +312,7 @@ def extract(graph: Graph, inputs: Iterable[str], outputs: Iterable[str], path: s
         >>> [n.op_type for n in onnxscope.load(p).nodes]
         ['Relu', 'Gemm']
     """
-    from onnxscope.report import atomic_write
+    from onnxscope.render import atomic_write
 
     ins, outs = list(inputs), list(outputs)
     for n in (*ins, *outs):

@@ -11,7 +11,7 @@ from onnxscope.cli._args import add_input_args, input_kwargs
 from onnxscope.errors import InputError, MissingDependencyError
 from onnxscope.model import load
 from onnxscope.patterns import find_attention
-from onnxscope.report import atomic_write, table, to_json
+from onnxscope.render import atomic_write, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> str:
     want_maps = bool(args.input or args.inputs or args.random or args.png)
     maps: dict[str, np.ndarray] = {}
     if want_maps and blocks:
-        from onnxscope.capture import capture
+        from onnxscope.session import capture
 
         selected = [b.probabilities for b in blocks if b.probabilities]
         cap = capture(model, select=selected, **input_kwargs(args))

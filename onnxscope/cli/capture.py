@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from onnxscope.capture import Capture, capture
 from onnxscope.cli._args import add_input_args, add_selection_args, input_kwargs
-from onnxscope.report import fmt_num, table, to_json
+from onnxscope.render import fmt_num, table, to_json
+from onnxscope.result import Capture
+from onnxscope.session import capture
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

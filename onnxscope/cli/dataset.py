@@ -6,7 +6,7 @@ import argparse
 
 from onnxscope.cli._args import add_selection_args
 from onnxscope.errors import InputError
-from onnxscope.report import to_json
+from onnxscope.render import to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxscope.errors import InputError
-from onnxscope.report import fmt_num, table, to_json
+from onnxscope.render import fmt_num, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

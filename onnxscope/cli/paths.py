@@ -6,7 +6,7 @@ import argparse
 
 from onnxscope.model import load
 from onnxscope.paths import all_paths, between
-from onnxscope.report import to_json
+from onnxscope.render import to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 
 from onnxscope.model import load
 from onnxscope.patterns import find_residuals
-from onnxscope.report import table, to_json
+from onnxscope.render import table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from onnxscope.capture import load_capture
 from onnxscope.cli.capture import render
-from onnxscope.report import to_json
+from onnxscope.persist import load_capture
+from onnxscope.render import to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from onnxscope.errors import NotFoundError, closest
-from onnxscope.report import fmt_num, table, to_json
+from onnxscope.render import fmt_num, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

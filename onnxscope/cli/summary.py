@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from onnxscope.model import load
-from onnxscope.report import fmt_bytes, table, to_json
+from onnxscope.render import fmt_bytes, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

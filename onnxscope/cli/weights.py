@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from onnxscope.model import load
-from onnxscope.report import fmt_bytes, save_npz, table, to_json
+from onnxscope.render import fmt_bytes, save_npz, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxscope
-from onnxscope.capture import make_session, session_options
+from onnxscope.session import make_session, session_options
 from onnxscope.testing import mlp_model, save
 
 ort = pytest.importorskip("onnxruntime")
@@ -253,7 +253,7 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
 
 def test_a_small_graph_runs_unbound_in_a_reused_session(tmp_path):
     m = onnxscope.Model(mlp_model(in_features=3, hidden=4))
-    from onnxscope.capture import _BIND_MIN_OUTPUTS
+    from onnxscope.session import _BIND_MIN_OUTPUTS
 
     session = onnxscope.CaptureSession(m)
     for x in np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32):
@@ -264,7 +264,7 @@ def test_a_small_graph_runs_unbound_in_a_reused_session(tmp_path):
 def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_shapes(tmp_path, monkeypatch):
     import importlib
 
-    capmod = importlib.import_module("onnxscope.capture")  # the module, not the function of the same name
+    capmod = importlib.import_module("onnxscope.session")
 
     proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
         g (float[5] x) => (int64[1, ?] idx, float[5] y) {

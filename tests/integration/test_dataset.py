@@ -126,8 +126,8 @@ def test_a_memory_budget_splits_the_tensors_across_runs_with_the_same_result(tmp
     batches = _batches(3, seed=5)
     whole = capture_dataset(m, batches, out=tmp_path / "whole.zarr", progress=False)
     per_batch = sum(np.asarray(onnxscope.capture(m, batches[0])[k]).nbytes for k in ("h", "a", "y"))
-    from onnxscope.capture import CaptureSession
     from onnxscope.dataset import _partition
+    from onnxscope.session import CaptureSession
 
     parts = _partition(CaptureSession(m), batches[0], per_batch // 2, None, None)
     assert len(parts) == 3, "over budget: h, a and y (1024 + 1024 + 64 bytes, budget 1056) take a run each"
