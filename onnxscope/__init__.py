@@ -29,8 +29,8 @@ _WHERE = {
     "load_capture": "persist",
     "Capture": "result",
     "TensorMeta": "expose",
-    "NodeValues": "result",
-    "NeuronValues": "result",
+    "NodeValues": "views",
+    "NeuronValues": "views",
     "capture_dataset": "dataset",
     "open_store": "dataset",
     "merge_stats": "dataset",
@@ -77,9 +77,10 @@ if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
     from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
     from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
     from onnxscope.persist import load_capture
-    from onnxscope.result import Capture, NeuronValues, NodeValues
+    from onnxscope.result import Capture
     from onnxscope.session import CaptureSession, capture
     from onnxscope.stats import RunningStats
+    from onnxscope.views import NeuronValues, NodeValues
     from onnxscope.weights import Quantization, Weight, Weights, WeightStats
 
 __version__ = "0.1.0"

@@ -17,7 +17,14 @@ from google.protobuf.message import DecodeError
 
 from onnxscope.errors import ModelLoadError
 
-__all__ = ["check_external_data", "iter_tensors", "load_ir", "read_tensor_pb", "schema_input_names"]
+__all__ = [
+    "check_external_data",
+    "infer_types",
+    "iter_tensors",
+    "load_ir",
+    "read_tensor_pb",
+    "schema_input_names",
+]
 
 
 def load_ir(path: str | os.PathLike[str]) -> ir.Model:
@@ -148,3 +155,53 @@ def read_tensor_pb(path: str | os.PathLike[str]) -> tuple[str, object]:
         raise ModelLoadError(f"{os.fspath(path)}: not a serialized ONNX TensorProto ({e})") from e
     except OSError as e:
         raise ModelLoadError(f"{os.fspath(path)}: cannot read ({e.strerror})") from e
+
+
+_INFER_INLINE_LIMIT = (
+    1024  # initializers larger than this are handed to inference as typed inputs, without data
+)
+
+
+def infer_types(model: ir.Model) -> ir.Model | None:
+    """ONNX type and shape inference (data propagation first, then without) on a copy of ``model``; returns the
+    inferred copy (same structure, every graph in the same order), or ``None`` when inference fails.
+
+    ``model`` is never changed; large initializers are passed as typed inputs without their data, so models over
+    2 GB and external data cost nothing here.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> m = ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9)
+        >>> out = infer_types(m); out.graph.node(0).outputs[0].shape, n.outputs[0].shape is None
+        (Shape([2]), True)
+    """
+    clone = model.clone()
+    g = clone.graph
+    for value in list(g.initializers.values()):
+        tensor = value.const_value
+        if tensor is None:
+            continue
+        if value.shape is None:
+            value.shape = ir.Shape(tensor.shape)
+        if value.dtype is None:
+            value.dtype = tensor.dtype
+        if tensor.nbytes > _INFER_INLINE_LIMIT or isinstance(tensor, ir.ExternalTensor):
+            g.initializers.pop(value.name)
+            value.const_value = None
+            if not value.is_graph_input():
+                g.inputs.append(value)
+    try:
+        proto = ir.serde.serialize_model(clone)
+    except Exception:  # a graph onnx_ir cannot write back: no inferred types
+        return None
+    for data_prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(
+                proto, check_type=False, strict_mode=False, data_prop=data_prop
+            )
+            return ir.serde.deserialize_model(inferred)
+        except Exception:  # onnx's inference raises many kinds; without it we know less, nothing more
+            continue
+    return None

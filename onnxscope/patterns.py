@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.graph import Graph, attention_probs_name, attr
-from onnxscope.paths import _entries, _namer, data_graph
+from onnxscope.paths import data_graph
 from onnxscope.weights import const_array, is_const
 
 __all__ = ["AttentionBlock", "Residual", "find_attention", "find_residuals"]
@@ -78,8 +78,7 @@ class _Index:
     def __init__(self, graph: Graph) -> None:
         self.g = data_graph(graph)
         # ONNX requires nodes in topological order: number tensors by their producer's position
-        entries = _entries(graph)
-        position = {path: i for i, (path, _, _, _) in enumerate(entries)}
+        position = {e.path: i for i, e in enumerate(graph.entries)}
         self.order = {t: position[d["node"]] if "node" in d else -1 for t, d in self.g.nodes(data=True)}
         if any(self.order[u] >= self.order[v] for u, v in self.g.edges()):  # not sorted after all
             self.order = {t: i for i, t in enumerate(nx.topological_sort(self.g))}
@@ -159,15 +158,15 @@ def find_residuals(graph: Graph) -> list[Residual]:
     """
     idx = _Index(graph)
     tg = idx.g
-    name = _namer(graph)
-    entries = _entries(graph)
-    op_of = {path: node.op_type for path, node, _, _ in entries}
+    name = graph.tensor_name
+    entries = graph.entries
+    op_of = {e.path: e.node.op_type for e in entries}
 
     def layers(nodes: tuple[str, ...]) -> int:
         return sum(op_of[n] in LAYER_OPS for n in nodes)
 
     out: list[Residual] = []
-    for path, node, _, _ in entries:
+    for path, node, *_ in entries:
         kind = _MERGES.get(node.op_type)
         if kind is None or node.domain not in ("", "ai.onnx"):
             continue
@@ -458,7 +457,7 @@ def find_attention(graph: Graph) -> list[AttentionBlock]:
     ``Attention`` from opset 23; onnxruntime's ``Attention``, ``MultiHeadAttention``, ``GroupQueryAttention``).
     """
     blocks: list[AttentionBlock] = []
-    for path, node, prefix, _ in _entries(graph):
+    for path, node, prefix, *_ in graph.entries:
         key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
         if key in FUSED_ATTENTION:
             blocks.append(_fused(graph, path, node))

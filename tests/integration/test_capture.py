@@ -10,10 +10,11 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxscope
-from onnxscope.session import make_session, session_options
+from onnxscope.runtime import make_session, session_options
 from onnxscope.testing import mlp_model, save
 
 ort = pytest.importorskip("onnxruntime")
+from oracles import ort_marking, ort_plain, ort_subgraph  # noqa: E402
 
 GRAPHS = {
     "conv-bn-pool-gemm": """<ir_version: 9, opset_import: ["": 17]>
@@ -65,6 +66,10 @@ def _inits(name):
     }
 
 
+def _shape(proto):
+    return [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+
+
 def _save(name, tmp_path):
     proto = onnx.parser.parse_model(GRAPHS[name])
     proto.graph.initializer.extend(numpy_helper.from_array(a, k) for k, a in _inits(name).items())
@@ -89,13 +94,35 @@ def test_every_captured_tensor_equals_the_reference_evaluator(tmp_path, name):
         np.testing.assert_allclose(cap[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
-def test_outputs_are_bit_identical_to_plain_onnxruntime_at_basic(tmp_path):
-    proto, path = _save("attention-like", tmp_path)
-    x = np.random.default_rng(2).standard_normal((2, 5, 8)).astype(np.float32)
-    plain = ort.InferenceSession(str(path), session_options("basic"), providers=["CPUExecutionProvider"])
-    expected = plain.run(None, {"x": x})[0]
-    got = onnxscope.capture(path, {"x": x}).outputs["y"]
-    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+@pytest.mark.parametrize("level", ["all", "extended", "basic", "disable"])
+@pytest.mark.parametrize("name", GRAPHS)
+def test_outputs_and_captured_tensors_equal_onnxruntime_marking_them_at_the_same_level(tmp_path, name, level):
+    proto, path = _save(name, tmp_path)
+    x = np.random.default_rng(2).standard_normal(_shape(proto)).astype(np.float32)
+    cap = onnxscope.capture(path, {"x": x}, optimization=level)
+    captured = [k for k in cap if cap.info(k).source == "captured"]
+    expected = ort_marking(path, {"x": x}, captured, level)
+    for k in captured:
+        assert cap[k].dtype == expected[k].dtype and np.array_equal(cap[k], expected[k]), k
+    plain = ort_plain(path, {"x": x}, level)
+    assert np.array_equal(cap.outputs["y"], plain["y"])  # the real output is exactly plain onnxruntime's
+
+
+def test_tensors_onnxruntime_fused_away_are_recomputed_by_the_original_nodes_on_read(tmp_path):
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    cap = onnxscope.capture(path, {"x": x})
+    recomputed = [k for k in cap if cap.info(k).source == "recomputed"]
+    assert "c" in recomputed and "n" in recomputed  # BatchNorm folded into the Conv, Conv+Relu fused
+    assert not cap.storage.captured("c")  # nothing is computed before it is read
+    session = onnxscope.CaptureSession(path)
+    for k in recomputed:
+        part = session.plan.recompute.parts[session.plan.recompute.part_of[k]]
+        oracle = ort_subgraph(path, {f: np.asarray(cap[f]) for f in part.feeds}, part.outputs)
+        np.testing.assert_array_equal(cap[k], oracle[k], err_msg=k)
+    ref = ReferenceEvaluator(proto).run(None, {"x": x}, intermediate=True)
+    for k in recomputed:  # and end to end, the unfused semantics within float tolerance
+        np.testing.assert_allclose(cap[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 def test_external_data_models_run_without_loading_weights_into_the_rewrite(tmp_path):
@@ -240,9 +267,9 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
     onnx.save(proto, tmp_path / "t.onnx")
     m = onnxscope.load(tmp_path / "t.onnx")
     session = onnxscope.CaptureSession(m)
-    assert "wt" in session.plan.constants and "wt" not in session.plan.outputs.values()
+    assert "wt" in session.plan.names("folded") and "wt" not in session.plan.outputs.values()
     cap = session.run({"x": np.ones((2, 3), np.float32)})
-    assert "wt" in cap and list(cap) == ["x", "y", "wt"]
+    assert "wt" in cap and list(cap) == ["x", "wt", "y"] and cap.info("wt").source == "folded"
     np.testing.assert_array_equal(cap["wt"], w.T)
     np.testing.assert_array_equal(cap.node("wt").outputs["wt"], w.T)
     saved = cap.save(tmp_path / "c.npz")
@@ -258,7 +285,7 @@ def test_a_small_graph_runs_unbound_in_a_reused_session(tmp_path):
     session = onnxscope.CaptureSession(m)
     for x in np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32):
         session.run({"x": x})
-    assert len(session._names) < _BIND_MIN_OUTPUTS and session._bound is None  # small graphs run unbound
+    assert len(session._names) < _BIND_MIN_OUTPUTS and not session._pool  # small graphs run unbound
 
 
 def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_shapes(tmp_path, monkeypatch):
@@ -284,4 +311,32 @@ def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_s
         for k in fresh:
             np.testing.assert_array_equal(cap[k], fresh[k], err_msg=k)
     assert caps[0]["idx"] is not caps[1]["idx"] and not np.shares_memory(caps[1]["y"], caps[2]["y"])
-    assert session._bound is None and session._unbindable  # NonZero's shape changed: unbound from then on
+    assert not session._pool and session._unbindable  # NonZero's shape changed: unbound from then on
+
+
+def test_bound_runs_copy_nothing_and_reuse_a_buffer_only_once_nothing_refers_to_it(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("onnxscope.session"), "_BIND_MIN_OUTPUTS", 1)
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    session = onnxscope.CaptureSession(path, optimization="disable")
+    xs = np.random.default_rng(4).standard_normal((6, 2, 3, 6, 6)).astype(np.float32)
+    kept = [session.run({"x": x}) for x in xs[:3]]  # first run unbound, then bound
+    fresh = [onnxscope.capture(path, {"x": x}, optimization="disable") for x in xs[:3]]
+    for a, b in zip(kept, fresh, strict=True):  # captures held at once never share a buffer
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ((layout, buffers),) = session._pool.values()
+    assert len(buffers) == 2  # runs 2 and 3, both still held
+    relu = kept[2]["r"]
+    del kept
+    for x in xs[3:]:  # a loop that lets each capture go before the next run: no new buffer, no copy
+        cap = session.run({"x": x})
+        assert np.shares_memory(cap["r"], buffers[0].arenas[0]) or np.shares_memory(
+            cap["r"], buffers[1].arenas[0]
+        )
+        del cap
+    assert len(session._pool[next(iter(session._pool))][1]) == 2
+    np.testing.assert_array_equal(
+        relu, fresh[2]["r"]
+    )  # an array still held kept its buffer from being reused
