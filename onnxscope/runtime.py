@@ -41,6 +41,9 @@ def ort() -> Any:
         import onnxruntime
     except ImportError as e:
         raise MissingDependencyError("capture needs onnxruntime: pip install 'onnxscope[runtime]'") from e
+    if not getattr(ort, "_quiet", False):
+        onnxruntime.set_default_logger_severity(4)  # its errors reach the user as one line each, not a log
+        ort._quiet = True  # type: ignore[attr-defined]
     return onnxruntime
 
 
@@ -58,7 +61,7 @@ def session_options(optimization: str = "all", threads: int | None = None) -> An
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors come back as exceptions, said once, in one line
     return so
 
 

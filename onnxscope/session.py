@@ -30,7 +30,7 @@ import numpy as np
 
 from onnxscope.errors import CaptureError
 from onnxscope.expose import Plan, Selection, TensorMeta, expose
-from onnxscope.inputs import prepare_inputs
+from onnxscope.inputs import prepare_inputs, resolve_dims
 from onnxscope.model import Model, load
 from onnxscope.result import Capture, Provenance, Storage
 from onnxscope.runtime import (
@@ -356,6 +356,20 @@ class CaptureSession:
                 break
             except _RuntimeFailure as failure:
                 e = failure.error
+                plain = self._plain_failure(feeds)
+                if plain is not None:  # the model itself fails on these inputs: nothing to do with capture
+                    hint = ""
+                    if random:
+                        sizes = resolve_dims(self.model, inputs, dims)
+                        hint = (
+                            " (random inputs with "
+                            + ", ".join(f"{k}={v}" for k, v in sizes.items())
+                            + "; set sizes with --dim, or pass real inputs)"
+                        )
+                    raise CaptureError(
+                        f"onnxruntime cannot run {label_of(self.model)} on these inputs (the model itself fails, "
+                        f"not the capture){hint}: {first_line(plain)}"
+                    ) from e
                 error = CaptureError(f"onnxruntime failed to run {label_of(self.model)}: {first_line(e)}")
                 if not self._downgrade(error):
                     raise error from e
@@ -374,6 +388,19 @@ class CaptureSession:
             model=self.model,
         )
         return Capture(storage=storage, provenance=provenance, model=self.model)
+
+    def _plain_failure(self, feeds: dict[str, Any]) -> Exception | None:
+        """What onnxruntime raises running the unchanged model on ``feeds`` (``None`` if it runs)."""
+        so = session_options(self.optimization, self.threads)
+        try:
+            plain = make_session(serialize(self.model.ir), self._folder, so, self.providers)
+        except CaptureError as e:
+            return e
+        try:
+            plain.run(None, feeds)
+        except Exception as e:  # only onnxruntime runs here
+            return e
+        return None
 
     def _describe(self, fed: tuple[str, ...], arrays: Mapping[str, Any]) -> Provenance:
         plan: Plan = self.plan

@@ -124,8 +124,9 @@ class Use:
 class Quantization:
     """How a stored integer tensor maps back to real values: ``(q - zero_point) * scale``.
 
-    ``kind`` is ``"QDQ"`` (a DequantizeLinear node), ``"QOperator"`` (QLinearConv/QLinearMatMul) or
-    ``"integer"`` (MatMulInteger/ConvInteger with the scale applied by a following Mul). ``axis`` is the
+    ``kind`` is ``"QDQ"`` (a DequantizeLinear node), ``"QOperator"`` (QLinearConv/QLinearMatMul),
+    ``"integer"`` (MatMulInteger/ConvInteger with the scale applied by a following Mul) or ``"weight-only"`` (an
+    integer weight Cast to float and multiplied by a scale, the model computing in float). ``axis`` is the
     per-channel axis (``None`` for per-tensor); ``block_size`` is non-zero for blocked quantization.
     """
 
@@ -247,6 +248,8 @@ def is_const(value: ir.Value | None) -> bool:
         return False
     if node.op_type == "Constant":
         return True
+    if node.op_type in _SCALES:  # weight-only quantization: Cast(int8) · scale
+        return len(node.inputs) == 2 and all(is_const(v) for v in node.inputs)
     return node.op_type in _TRANSFORMS and is_const(node.inputs[0])
 
 
@@ -269,7 +272,11 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
     if direct is not None:
         return direct, value.name or "", ()
     node = value.producer()
-    if node is None or node.op_type not in _TRANSFORMS or node.domain not in ("", "ai.onnx"):
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type in _SCALES and len(node.inputs) == 2:
+        return _scaled(node)
+    if node.op_type not in _TRANSFORMS:
         return None
     inner = const_array(node.inputs[0])
     if inner is None:
@@ -317,6 +324,25 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
     return arr, src, how  # Identity
 
 
+_SCALES = frozenset({"Mul", "Div"})  # ops that rescale a stored weight when both operands are constant
+
+
+def _scaled(node: ir.Node) -> tuple[np.ndarray, str, tuple[str, ...]] | None:
+    """``Mul``/``Div`` of two constants: the larger one is the weight (its name is the source), the other the scale —
+    how weight-only int8 models dequantize (``Cast(int8 weight) · scale``)."""
+    a, b = const_array(node.inputs[0]), const_array(node.inputs[1])
+    if a is None or b is None:
+        return None
+    (wa, sa, ha), (wb, sb, hb) = a, b
+    if np.size(wb) > np.size(wa):
+        (wa, sa, ha), (wb, sb, hb) = (wb, sb, hb), (wa, sa, ha)
+        if node.op_type == "Div":
+            return None  # scale / weight: not a rescaled weight
+    out = np.multiply(wa, wb) if node.op_type == "Mul" else np.divide(wa, wb)
+    how = "dequantized" if "cast" in ha else "scaled"
+    return np.asarray(out), sa, (*(h for h in ha if h != "cast"), how)
+
+
 def _dq_params(node: ir.Node) -> Quantization | None:
     scale = _const(node.inputs[1])
     if scale is None:
@@ -360,6 +386,13 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
     op, name = node.op_type, node.name or ""
     if op == "DequantizeLinear" and index == 0:
         return _dq_params(node)
+    if op == "Cast" and index == 0 and node.inputs[0] is not None and node.inputs[0].dtype is not None:
+        if node.inputs[0].dtype.name in ("INT8", "UINT8", "INT4", "UINT4", "INT16", "UINT16"):
+            for user, i in node.outputs[0].uses():  # weight-only quantization: Cast(q) · scale
+                if user.op_type == "Mul" and len(user.inputs) == 2:
+                    scale = _const(user.inputs[1 - int(i)])
+                    if scale is not None and np.asarray(scale).dtype.kind == "f":
+                        return Quantization("weight-only", user.name or name, np.asarray(scale), None, None)
     if op == "QLinearConv" and index in (3, 8):
         w_scale, w_zp = _const(node.inputs[4]), _const(node.inputs[5])
         if w_scale is None:

@@ -98,12 +98,20 @@ def render(cap: Capture, as_json: bool, saved: str | None = None) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Capture ``args.model`` on the given inputs."""
-    cap = capture(
-        args.model,
-        select=args.select,
-        exclude=args.exclude,
-        optimization=args.optimization,
-        **input_kwargs(args),
-    )
+    from onnxscope.inputs import resolve_dims
+    from onnxscope.model import load
+
+    model = load(args.model)
+    kwargs = input_kwargs(args)
+    cap = capture(model, select=args.select, exclude=args.exclude, optimization=args.optimization, **kwargs)
     saved = cap.save(args.out) if args.out else None
-    return render(cap, args.json, saved)
+    text = render(cap, args.json, saved)
+    if args.random and not args.json:
+        sizes = resolve_dims(model, kwargs["inputs"], kwargs["dims"])
+        if sizes:
+            text += (
+                "\nrandom inputs with "
+                + ", ".join(f"{k}={v}" for k, v in sizes.items())
+                + " (set with --dim)"
+            )
+    return text

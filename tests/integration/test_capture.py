@@ -230,9 +230,58 @@ def test_bad_inputs_are_refused_before_onnxruntime_runs(feeds, message):
         onnxscope.capture(onnxscope.Model(mlp_model()), feeds)
 
 
-def test_random_inputs_need_symbolic_dims_set():
-    with pytest.raises(onnxscope.InputError, match=r"symbolic dimension 'batch'; set it \(--dim batch=N\)"):
-        onnxscope.capture(onnxscope.Model(mlp_model()), random=True)
+def _free_dims_model(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[N, 3, H, W] x, float[N, 4] z) => (float[N, 3, H, W] y, float[N, 4] r) {
+            y = Relu(x)
+            r = Relu(z)
+        }""")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[0].Clear()
+    dims[0].dim_value = -1  # as PaddlePaddle declares a batch
+    dims[2].Clear()
+    dims[2].dim_param = "?"  # a literal '?' on two axes that are not the same size
+    dims[3].Clear()
+    dims[3].dim_param = "?"
+    proto.graph.input[1].type.tensor_type.shape.dim[0].Clear()  # unnamed
+    onnx.save(proto, tmp_path / "free.onnx")
+    return onnxscope.load(tmp_path / "free.onnx")
+
+
+def test_free_dimensions_take_any_size_independently(tmp_path):
+    m = _free_dims_model(tmp_path)
+    x = np.ones((2, 3, 48, 192), np.float32)
+    z = np.ones((5, 4), np.float32)  # -1 on x and an unnamed dim on z: independent of each other
+    cap = onnxscope.capture(m, {"x": x, "z": z})
+    assert cap["y"].shape == (2, 3, 48, 192) and cap["r"].shape == (5, 4)
+    with pytest.raises(onnxscope.InputError, match=r"axis 1 must be 3"):
+        onnxscope.capture(m, {"x": np.ones((1, 4, 8, 8), np.float32), "z": z})
+
+
+def test_random_inputs_pick_sensible_sizes_and_any_dim_can_be_set(tmp_path):
+    from onnxscope.inputs import resolve_dims
+
+    m = _free_dims_model(tmp_path)
+    assert resolve_dims(m) == {"x:0": 1, "x:2": 224, "x:3": 224, "z:0": 1}
+    cap = onnxscope.capture(m, random=True, dims={"x:2": 48, "x:3": 192, "z:0": 3})
+    assert cap["x"].shape == (1, 3, 48, 192) and cap["z"].shape == (3, 4)
+    with pytest.raises(onnxscope.InputError, match=r"no such dimension; its non-fixed dimensions are .*x:2"):
+        onnxscope.capture(m, random=True, dims={"height": 4})
+    named = onnxscope.Model(mlp_model())
+    assert onnxscope.capture(named, random=True)["x"].shape == (1, 3)  # 'batch' defaults to 1
+    assert onnxscope.capture(named, random=True, dims={"batch": 4})["x"].shape == (4, 3)
+
+
+def test_a_named_dimension_must_have_one_size_in_every_input(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[batch, 3] a, float[batch, 3] b) => (float[batch, 3] y) {
+            y = Add(a, b)
+        }""")
+    onnx.save(proto, tmp_path / "two.onnx")
+    with pytest.raises(onnxscope.InputError, match=r"dimension 'batch' is 2 in input 'a' but 3 here"):
+        onnxscope.capture(
+            tmp_path / "two.onnx", {"a": np.ones((2, 3), np.float32), "b": np.ones((3, 3), np.float32)}
+        )
 
 
 def test_an_unknown_tensor_in_select_names_close_ones():
