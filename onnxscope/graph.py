@@ -217,6 +217,13 @@ class Graph:
     """
 
     def __init__(self, model: ir.Model, path: str | os.PathLike[str] | None = None) -> None:
+        if not _sorted(model):  # graphs as some converters write them: put the node lists in order, once
+            try:
+                model.graph.sort()  # subgraphs too; nothing but the order of the node lists changes
+            except ValueError as e:
+                from onnxscope.errors import ModelLoadError
+
+                raise ModelLoadError(f"the graph has a cycle, so no node order can compute it: {e}") from e
         self.ir = model
         self.path = os.fspath(path) if path is not None else None
         # analysis results kept beside the model, never written into it (keyed by id() of onnx_ir objects)
