@@ -23,6 +23,7 @@ import onnx_ir as ir
 
 from onnxscope.graph import Graph, attention_probs_name, attr
 from onnxscope.paths import data_graph
+from onnxscope.recompute import FUSED_ATTENTION_OPS
 from onnxscope.weights import const_array, is_const
 
 __all__ = ["AttentionBlock", "Residual", "find_attention", "find_residuals"]
@@ -700,6 +701,10 @@ def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
             if len(node.outputs) > 3 and node.outputs[3].name
             else attention_probs_name(path)
         )
+    elif (node.domain, node.op_type) in FUSED_ATTENTION_OPS and "/" not in path:
+        probs = attention_probs_name(
+            path
+        )  # rebuilt on read by a decomposition of the op (onnxscope.recompute)
     packed = node.domain == "com.microsoft" and node.op_type == "Attention"
     return AttentionBlock(
         name=path,

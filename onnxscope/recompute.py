@@ -204,6 +204,10 @@ def _build(graph: Graph, part: Part, dtypes: Mapping[str, np.dtype]) -> ir.Model
                 dt = ir.DataType.from_numpy(dtypes[v.name])
             if dt is not None:
                 v.type = ir.TensorType(dt)
+        if v.shape is None:  # the rank, at least, tells the decompositions which form an input has
+            shape = graph.shape(original)
+            if shape is not None:
+                v.shape = ir.Shape([d if isinstance(d, int) and d > 0 else None for d in shape])
     if part.virtual:
         known = {v.name: v for v in (*sub.inputs, *sub.outputs, *sub.initializers.values())}
         del sub.outputs[len(plain) :]
@@ -262,7 +266,7 @@ class _Builder:
         return self.op("Slice", self.op("Shape", x), self.const([start]), self.const([end]), self.const([0]))
 
     def dim(self, x: ir.Value, axis: int) -> ir.Value:
-        """``Shape(x)[axis]`` as a 0-D int64 tensor."""
+        """``Shape(x)[axis]`` as a 0-D int64 tensor (a negative axis counts from the end)."""
         return self.op("Gather", self.op("Shape", x), self.const(axis), axis=0)
 
     def heads(self, x: ir.Value, heads: int) -> ir.Value:
@@ -286,10 +290,11 @@ def attention_probs_nodes(
     """Plain ONNX nodes computing the attention probabilities ``[batch, heads, query, key]`` of a fused
     onnxruntime attention ``node`` from ``inputs`` (the fused node's inputs, as values of the new graph).
 
-    Covered: ``Attention`` (packed QKV weights and bias, ``qkv_hidden_sizes``, ``mask_index`` as a [batch, total]
-    0/1 mask, ``past``, ``attention_bias``, ``unidirectional``, ``scale``), ``MultiHeadAttention`` (Q/K/V as
-    [batch, seq, hidden] or K/V as [batch, heads, seq, head_size], packed ``bias``, ``key_padding_mask`` [batch,
-    total], ``attention_bias``, ``past_key``, ``unidirectional``, ``scale``) and ``GroupQueryAttention`` with
+    Covered: ``Attention`` (packed QKV weights and bias, ``qkv_hidden_sizes``, ``mask_index`` as [batch] lengths
+    or a [batch, total] 0/1 mask, ``past``, ``attention_bias``, ``unidirectional``, ``scale``),
+    ``MultiHeadAttention`` (Q/K/V as [batch, seq, hidden] or K/V as [batch, heads, seq, head_size], packed
+    ``bias``, ``key_padding_mask`` as lengths or [batch, total], ``attention_bias``, ``past_key``,
+    ``unidirectional``, ``scale``) and ``GroupQueryAttention`` with
     separate Q/K/V and no rotary embedding (causal; past key; KV heads repeated for their query heads).
 
     Raises:
@@ -335,8 +340,10 @@ def attention_probs_nodes(
         if x[4] is not None:  # past: [2, B, H, P, d]
             past_k = b.op("Gather", x[4], b.const(0), axis=0)
         if x[3] is not None:
-            if x[3].shape is not None and len(x[3].shape) != 2:
-                raise UnsupportedError(f"{label}: only a [batch, total] 0/1 mask_index is decomposed")
+            if x[3].shape is not None and len(x[3].shape) > 2:
+                raise UnsupportedError(
+                    f"{label}: only [batch] lengths or a [batch, total] 0/1 mask_index is decomposed"
+                )
             key_mask = x[3]
         bias_add = x[5]
         head_dim = int(sizes[0]) // heads
@@ -356,17 +363,17 @@ def attention_probs_nodes(
         else:
             if k_in is None or x[2] is None:
                 raise UnsupportedError(f"{label}: packed QKV is not decomposed")
-            if x[3] is not None:  # bias [3*hidden]: Q's and K's parts
-                qs = q_in.shape if q_in is not None else None
-                if qs is None or not isinstance(qs[-1], int):
-                    raise UnsupportedError(f"{label}: the query's hidden size is unknown")
-                h = int(qs[-1])
-                q_in = b.op("Add", q_in, b.last(x[3], 0, h))
+            if x[3] is not None and q_in is not None:  # bias [3*hidden]: Q's and K's parts
+                h = b.op("Reshape", b.dim(q_in, -1), b.const([1]))
+                q_in = b.op("Add", q_in, b.op("Slice", x[3], b.const([0]), h, b.const([0])))
                 if k_in.shape is None or len(k_in.shape) == 3:
-                    k_in = b.op("Add", k_in, b.last(x[3], h, 2 * h))
+                    two = b.op("Mul", h, b.const([2]))
+                    k_in = b.op("Add", k_in, b.op("Slice", x[3], h, two, b.const([0])))
             key_mask, bias_add, past_k = x[4], x[5], x[6]
-            if key_mask is not None and key_mask.shape is not None and len(key_mask.shape) != 2:
-                raise UnsupportedError(f"{label}: only a [batch, total] key_padding_mask is decomposed")
+            if key_mask is not None and key_mask.shape is not None and len(key_mask.shape) > 2:
+                raise UnsupportedError(
+                    f"{label}: only [batch] lengths or a [batch, total] key_padding_mask is decomposed"
+                )
         if q_in is None:
             raise UnsupportedError(f"{label}: no query input")
         if q_in.shape is not None and isinstance(q_in.shape[-1], int):
@@ -395,9 +402,17 @@ def attention_probs_nodes(
     if bias_add is not None:
         scores = b.op("Add", scores, bias_add)
     low = b.const(np.finfo(dt).min, dt)
-    if key_mask is not None:  # [B, T]: nonzero keeps a key
-        m = b.op("Reshape", key_mask, b.op("Concat", b.dims(key_mask, 0, 1), b.const([1, 1, -1]), axis=0))
-        keep = b.op("Cast", m, to=int(ir.DataType.BOOL))
+    if (
+        key_mask is not None
+    ):  # [B, T]: nonzero keeps a key; [B]: each batch's length, keys past it are padding
+        rank = len(key_mask.shape) if key_mask.shape is not None else None
+        if rank == 1:
+            cols = b.op("Reshape", b.op("Range", b.const(0), b.dim(scores, 3), b.const(1)), b.const([1, -1]))
+            lengths = b.op("Reshape", b.op("Cast", key_mask, to=int(ir.DataType.INT64)), b.const([-1, 1]))
+            keep = b.op("Reshape", b.op("Less", cols, lengths), b.const([0, 1, 1, -1]))
+        else:
+            m = b.op("Reshape", key_mask, b.op("Concat", b.dims(key_mask, 0, 1), b.const([1, 1, -1]), axis=0))
+            keep = b.op("Cast", m, to=int(ir.DataType.BOOL))
         scores = b.op("Where", keep, scores, low)
     if causal:  # query i (of S, the last S of T) sees keys j <= i + T - S
         s_len, t_len = b.dim(scores, 2), b.dim(scores, 3)
