@@ -277,13 +277,13 @@ def _identity(graph: ir.Graph, value: ir.Value, name: str) -> ir.Value:
 
 
 def _placeholder(
-    graph: ir.Graph, dtype: ir.DataType | None, shape: tuple[Any, ...] | None, name: str
+    graph: ir.Graph, dtype: ir.DataType | None, shape: tuple[Any, ...] | None, name: str, in_loop: bool
 ) -> ir.Value | None:
     if dtype is None or dtype == ir.DataType.STRING or dtype == ir.DataType.UNDEFINED:
         return None
-    dims = (0,)
-    if shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
-        dims = tuple(int(d) for d in shape)
+    dims = (0,) if shape is None or len(shape) == 0 else (0,) * len(shape)  # empty: nothing to copy each run
+    if in_loop and shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
+        dims = tuple(int(d) for d in shape)  # inside a Loop/Scan every iteration's slice must have one shape
     try:
         array = np.zeros(dims, dtype=dtype.numpy())
     except (TypeError, ValueError):
@@ -376,7 +376,8 @@ class _Rewriter:
         for branch, other in (("then_branch", "else_branch"), ("else_branch", "then_branch")):
             for value, want in inner[branch]:
                 name = self.fresh()
-                filler = _placeholder(graphs[other], want.dtype, want.shape, name + "/other")
+                in_loop = any(sc.op in ("Loop", "Scan") for sc in want.meta.scopes)
+                filler = _placeholder(graphs[other], want.dtype, want.shape, name + "/other", in_loop)
                 if filler is None:
                     self.skipped[want.meta.name] = (
                         "inside an If branch, and neither the model nor ONNX type inference gives its element type"
@@ -475,6 +476,9 @@ def expose(
             continue  # a sequence, optional or map: not captured (listed as skipped below)
         if not c.meta.scopes and not v.is_graph_output() and is_const(v):
             meta[name] = replace(c.meta, source="folded")  # the same for every input: read from the weights
+        elif c.meta.scopes and all(sc.op == "If" for sc in c.meta.scopes) and v.producer() is not None:
+            targets.append(v)  # inside If branches: recomputed on read from the branch's nodes, if it ran
+            meta[name] = replace(c.meta, source="recomputed")
         elif c.meta.scopes or survives(v):
             mark[name] = c
             meta[name] = c.meta

@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.graph import Graph, attr, subgraphs
-from onnxscope.weights import const_array
+from onnxscope.weights import const_array, is_const
 
 __all__ = ["FUSED_ATTENTION_OPS", "Part", "Recompute", "attention_probs_nodes"]
 
@@ -46,9 +46,12 @@ FUSED_ATTENTION_OPS = frozenset(
 
 @dataclass
 class Part:
-    """One recomputation: the original ``nodes`` computing ``outputs`` from ``feeds`` (all tensor names).
+    """One recomputation: the original ``nodes`` (all of one graph: the main graph or an If branch) computing
+    ``outputs`` from ``feeds`` (tensor names as captures name them).
 
-    ``virtual`` maps an attention-probabilities name to the fused node whose decomposition computes it.
+    ``virtual`` maps an attention-probabilities name to the fused node whose decomposition computes it;
+    ``conditions`` are the ``(condition tensor, branch)`` pairs under which the nodes run (If branches): when a
+    condition does not hold, the tensors were never computed and are not recomputed either.
     """
 
     outputs: list[str]
@@ -56,6 +59,9 @@ class Part:
     nodes: list[ir.Node]
     initializers: list[ir.Value]
     virtual: dict[str, ir.Node] = field(default_factory=dict)
+    conditions: tuple[tuple[str, bool], ...] = ()
+    targets: list[ir.Value] = field(default_factory=list)  # the values of ``outputs`` (virtual ones excluded)
+    feed_values: list[ir.Value] = field(default_factory=list)  # the values of ``feeds``
     _model: ir.Model | None = None
 
     def model(self, graph: Graph, dtypes: Mapping[str, np.dtype] | None = None) -> ir.Model:
@@ -66,23 +72,34 @@ class Part:
         return self._model
 
 
-def _outer_refs(node: ir.Node, top: ir.Graph) -> list[ir.Value]:
-    """Values of the main graph that the bodies of a control-flow node read (outer-scope references)."""
-    out: list[ir.Value] = []
+def _nested(node: ir.Node) -> set[int]:
+    """``id()`` of every graph inside a control-flow node's bodies, at any depth."""
+    out: set[int] = set()
     for _, sub in subgraphs(node):
+        out.add(id(sub))
         for inner in ir.traversal.RecursiveGraphIterator(sub):
-            out.extend(v for v in inner.inputs if v is not None and v.graph is top)
+            for _, deeper in subgraphs(inner):
+                out.add(id(deeper))
     return out
 
 
-def _inputs(node: ir.Node, top: ir.Graph) -> list[ir.Value]:
+def _inputs(node: ir.Node) -> list[ir.Value]:
+    """What a node reads: its inputs and, for control flow, the outer values its bodies read."""
     direct = [v for v in node.inputs if v is not None and v.name]
-    return direct + _outer_refs(node, top) if subgraphs(node) else direct
+    subs = subgraphs(node)
+    if not subs:
+        return direct
+    inside = _nested(node)
+    for _, sub in subs:
+        for inner in ir.traversal.RecursiveGraphIterator(sub):
+            direct.extend(v for v in inner.inputs if v is not None and v.name and id(v.graph) not in inside)
+    return direct
 
 
 class Recompute:
-    """Plan how each tensor in ``targets`` (main-graph values) is recomputed from values ``available`` at run
-    time (captured tensors and model inputs); ``virtual`` adds attention probabilities of fused nodes."""
+    """Plan how each value in ``targets`` (of the main graph or of an If branch) is recomputed from values
+    ``available`` at run time (captured tensors and model inputs); values of enclosing graphs are read as they
+    are captured or recomputed themselves. ``virtual`` adds attention probabilities of fused nodes."""
 
     def __init__(
         self,
@@ -91,20 +108,20 @@ class Recompute:
         available: Callable[[ir.Value], bool],
         virtual: Mapping[str, ir.Node] | None = None,
     ) -> None:
-        top = graph.ir.graph
-        order = {id(n): i for i, n in enumerate(top)}
-        part_of_node: dict[int, int] = {}
-        parts: list[dict] = []
-        wanted: list[tuple[str, ir.Node | None, list[ir.Value]]] = []
+        name_of = graph.tensor_name
+        where = {id(e.node): e for e in graph.entries}
+        order = {id(e.node): i for i, e in enumerate(graph.entries)}
+        part_of_node: dict[tuple[int, int], int] = {}
+        parts: list[dict | None] = []
+        wanted: list[tuple[str, ir.Node | None, list[ir.Value], ir.Graph | None]] = []
         for v in targets:
-            node = v.producer()
-            if node is not None and v.name:
-                wanted.append((v.name, None, [v]))
+            if v.producer() is not None and v.name:
+                wanted.append((name_of(v), None, [v], v.graph))
         for name, node in (virtual or {}).items():
-            wanted.append((name, node, [i for i in node.inputs if i is not None and i.name]))
-        for name, fused, starts in wanted:
+            wanted.append((name, node, [i for i in node.inputs if i is not None and i.name], node.graph))
+        for name, fused, starts, home in wanted:
             nodes: dict[int, ir.Node] = {}
-            feeds: dict[str, None] = {}
+            feeds: dict[str, ir.Value] = {}
             inits: dict[int, ir.Value] = {}
             stack: list[ir.Value] = []
             for v in starts:
@@ -112,7 +129,7 @@ class Recompute:
                     producer = v.producer()
                     assert producer is not None
                     nodes[id(producer)] = producer
-                    stack.extend(_inputs(producer, top))
+                    stack.extend(_inputs(producer))
                 else:
                     stack.append(v)
             while stack:
@@ -121,56 +138,61 @@ class Recompute:
                     inits[id(v)] = v
                     continue
                 producer = v.producer()
-                if available(v) or producer is None:
-                    feeds[v.name or ""] = None
+                outer_const = v.graph is not home and producer is not None and is_const(v)
+                if (v.graph is not home and not outer_const) or available(v) or producer is None:
+                    feeds[name_of(v)] = v  # captured, a model input, or a value of an enclosing graph
                     continue
                 if id(producer) in nodes:
                     continue
                 nodes[id(producer)] = producer
-                stack.extend(_inputs(producer, top))
-            merged = {part_of_node[k] for k in nodes if k in part_of_node}
+                stack.extend(_inputs(producer))
+            entry = where.get(id(fused if fused is not None else starts[0].producer()))
             part = {
                 "outputs": [name],
+                "targets": [starts[0]] if fused is None else [],
                 "feeds": dict(feeds),
                 "nodes": dict(nodes),
                 "inits": dict(inits),
                 "virtual": {name: fused} if fused is not None else {},
+                "conditions": entry.conditions if entry is not None else (),
             }
-            for i in sorted(merged):
+            keys = {(id(home), k) for k in nodes}  # parts of one graph merge when they share nodes
+            for i in sorted({part_of_node[k] for k in keys if k in part_of_node}):
                 old = parts[i]
                 if old is None:
                     continue
                 part["outputs"] = old["outputs"] + part["outputs"]
-                part["feeds"].update(old["feeds"])
-                part["nodes"].update(old["nodes"])
-                part["inits"].update(old["inits"])
-                part["virtual"].update(old["virtual"])
+                part["targets"] = old["targets"] + part["targets"]
+                for key in ("feeds", "nodes", "inits", "virtual"):
+                    part[key].update(old[key])
                 parts[i] = None
-            index = len(parts)
             parts.append(part)
             for k in part["nodes"]:
-                part_of_node[k] = index
-        produced: set[str] = set()
+                part_of_node[(id(home), k)] = len(parts) - 1
         self.parts: list[Part] = []
         for p in parts:
             if p is None:
                 continue
             nodes = sorted(p["nodes"].values(), key=lambda n: order.get(id(n), -1))
-            produced = {v.name for n in nodes for v in n.outputs if v.name}
+            produced = {id(v) for n in nodes for v in n.outputs}
+            feeds = {k: v for k, v in p["feeds"].items() if id(v) not in produced}
             self.parts.append(
                 Part(
                     outputs=p["outputs"],
-                    feeds=[f for f in p["feeds"] if f not in produced],
+                    feeds=list(feeds),
                     nodes=nodes,
                     initializers=list(p["inits"].values()),
                     virtual=p["virtual"],
+                    conditions=p["conditions"],
+                    targets=p["targets"],
+                    feed_values=list(feeds.values()),
                 )
             )
         self.part_of = {name: i for i, part in enumerate(self.parts) for name in part.outputs}
 
     @property
     def feeds(self) -> set[str]:
-        """Every tensor some part reads at run time (each must be captured or be a model input)."""
+        """Every tensor some part reads at run time (each must be captured, recomputed or a model input)."""
         return {f for p in self.parts for f in p.feeds}
 
     def __contains__(self, name: object) -> bool:
@@ -178,16 +200,12 @@ class Recompute:
 
 
 def _build(graph: Graph, part: Part, dtypes: Mapping[str, np.dtype]) -> ir.Model:
-    top = graph.ir.graph
-    values = {v.name: v for n in part.nodes for v in n.outputs if v.name}
-    by_name = {v.name: v for n in part.nodes for v in _inputs(n, top) if v.name}
-    for fused in part.virtual.values():
-        by_name.update({v.name: v for v in fused.inputs if v is not None and v.name})
-    feeds = [by_name[f] for f in part.feeds]
-    plain = [values[o] for o in part.outputs if o not in part.virtual]
+    feeds = part.feed_values
+    plain = list(part.targets)
+    inside = {id(v) for n in part.nodes for v in n.outputs}
     extra: list[ir.Value] = []  # fused nodes' inputs computed in the sub-model, handed to the decomposition
     for fused in part.virtual.values():
-        extra += [v for v in fused.inputs if v is not None and v.name in values and v not in plain + extra]
+        extra += [v for v in fused.inputs if v is not None and id(v) in inside and v not in plain + extra]
     view = ir.GraphView(
         feeds,
         plain + extra,
@@ -197,31 +215,38 @@ def _build(graph: Graph, part: Part, dtypes: Mapping[str, np.dtype]) -> ir.Model
         name="onnxscope_recompute",
     )
     sub = view.clone()
-    for original, v in zip(feeds, sub.inputs, strict=True):  # onnxruntime wants every input typed
-        if v.type is None or v.dtype is None:
+    for original, v, name in zip(feeds, sub.inputs, part.feeds, strict=True):
+        v.name = name  # as captures name it: values of different graphs may share a plain name
+        if v.type is None or v.dtype is None:  # onnxruntime wants every input typed
             dt = graph.dtype(original)
-            if dt is None and v.name in dtypes:
-                dt = ir.DataType.from_numpy(dtypes[v.name])
+            if dt is None and name in dtypes:
+                dt = ir.DataType.from_numpy(dtypes[name])
             if dt is not None:
                 v.type = ir.TensorType(dt)
         if v.shape is None:  # the rank, at least, tells the decompositions which form an input has
             shape = graph.shape(original)
             if shape is not None:
                 v.shape = ir.Shape([d if isinstance(d, int) and d > 0 else None for d in shape])
+    plain_names = [o for o in part.outputs if o not in part.virtual]
+    for v, name in zip(sub.outputs[: len(plain)], plain_names, strict=True):
+        v.name = name
     if part.virtual:
-        known = {v.name: v for v in (*sub.inputs, *sub.outputs, *sub.initializers.values())}
+        known = {id(o): c for o, c in zip(feeds, sub.inputs, strict=True)}
+        known.update((id(o), c) for o, c in zip(plain + extra, sub.outputs, strict=True))
+        inits = {v.name: v for v in sub.initializers.values()}
         del sub.outputs[len(plain) :]
         for name, fused in part.virtual.items():
-            inputs = [None if v is None or not v.name else known.get(v.name) for v in fused.inputs]
-            for i, v in enumerate(fused.inputs):
-                if v is not None and v.name and inputs[i] is None and v.is_initializer():
-                    copy = ir.Value(name=v.name, shape=v.shape, type=v.type, const_value=v.const_value)
-                    sub.register_initializer(copy)
-                    known[v.name] = inputs[i] = copy
+            inputs: list[ir.Value | None] = []
+            for v in fused.inputs:
+                if v is None or not v.name:
+                    inputs.append(None)
+                elif id(v) in known:
+                    inputs.append(known[id(v)])
+                else:
+                    inputs.append(inits.get(v.name))
             nodes, probs = attention_probs_nodes(fused, inputs, name)
             sub.extend(nodes)
             sub.outputs.append(probs)
-        sub.opset_imports.setdefault("", max(graph.opset(), 11))
     return ir.Model(
         sub,
         ir_version=max(int(graph.ir.ir_version), 8),

@@ -69,8 +69,11 @@ class Storage(Mapping[str, np.ndarray]):
         order: Sequence[str] | None = None,
         recomputer: Recomputer | None = None,
         model: Model | None = None,
+        conditions: Mapping[str, tuple[tuple[str, bool], ...]] | None = None,
     ) -> None:
         self._arrays = arrays
+        self._conditions = conditions or {}  # lazy tensors of If branches: listed only when their branch ran
+        self._ran: dict[tuple[tuple[str, bool], ...], bool] = {}
         self._hidden = hidden
         self._lazy = lazy or {}
         self._order = order
@@ -135,7 +138,29 @@ class Storage(Mapping[str, np.ndarray]):
         return sum(1 for _ in self)
 
     def __contains__(self, name: object) -> bool:
-        return (name in self._arrays and name not in self._hidden) or name in self._lazy
+        if name in self._arrays:
+            return name not in self._hidden
+        return name in self._lazy and self.ran(name)  # type: ignore[arg-type]
+
+    def ran(self, name: str) -> bool:
+        """Whether the If branches around ``name`` ran (``True`` outside If branches)."""
+        conds = self._conditions.get(name)
+        if not conds:
+            return True
+        done = self._ran.get(conds)
+        if done is None:
+            done = True
+            for cond, branch in conds:  # outermost first
+                try:
+                    value = np.asarray(self[cond])
+                except (NotFoundError, KeyError):
+                    done = False
+                    break
+                if value.size == 0 or bool(value.reshape(-1)[0]) != branch:
+                    done = False
+                    break
+            self._ran[conds] = done
+        return done
 
 
 @dataclass(frozen=True)
@@ -224,14 +249,24 @@ class Capture(Mapping[str, np.ndarray]):
     def executed(self, name: str) -> bool | np.ndarray:
         """Whether ``name`` was computed: ``True`` outside If branches; inside them, from the captured
         conditions (an array over iterations when the If sits in a Loop/Scan)."""
+        meta = self.info(name)
         result: bool | np.ndarray = True
-        for cond, branch in self.info(name).conditions:
-            if cond not in self.storage:
-                raise NotFoundError(f"the condition {cond!r} of {name!r} was not captured; capture it too")
-            value = np.asarray(self.storage[cond]).astype(bool)
+        for cond, branch in meta.conditions:  # outermost first
+            try:
+                value = np.asarray(self.storage[cond]).astype(bool)
+            except KeyError:  # NotFoundError too: the condition sits in a branch that did not run
+                if cond in self.provenance.meta:
+                    return False
+                raise NotFoundError(
+                    f"the condition {cond!r} of {name!r} was not captured; capture it too"
+                ) from None
+            if value.size == 0:  # a placeholder: the condition sits in a branch that did not run
+                return False
             k = self.info(cond).iteration_axes  # the condition is a one-element tensor per iteration
             value = value.reshape(value.shape[:k]) if k else value.reshape(-1)[0]
             result = np.logical_and(result, value == branch)
+            if not np.any(result):
+                return False
         return result if isinstance(result, np.ndarray) and result.ndim else bool(result)
 
     # -- views (joins with the model; see onnxscope.views) ---------------------------------------------

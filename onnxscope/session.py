@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxscope.errors import CaptureError
+from onnxscope.errors import CaptureError, NotFoundError
 from onnxscope.expose import Plan, Selection, TensorMeta, expose
 from onnxscope.inputs import prepare_inputs, resolve_dims
 from onnxscope.model import Model, load
@@ -43,7 +43,7 @@ from onnxscope.runtime import (
 
 __all__ = ["CaptureSession", "capture"]
 
-_BIND_MIN_OUTPUTS = 64  # below this, plain runs cost less than binding every output
+_BIND_MIN_OUTPUTS = 1  # bound runs hand arrays over without a Python object per output
 _POOL = 2  # free output buffers kept per input signature
 
 
@@ -53,8 +53,10 @@ def label_of(model: Model) -> str:
 
 
 def _signature(feeds: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Names, shapes and dtypes of the inputs (in the caller's order): a run with the signature of the last
+    validated one needs no validation, and its outputs fit the buffers bound for it."""
     return tuple(
-        (k, getattr(v, "shape", None), str(getattr(v, "dtype", type(v)))) for k, v in sorted(feeds.items())
+        (k, v.shape, v.dtype) if isinstance(v, np.ndarray) else (k, None, type(v)) for k, v in feeds.items()
     )
 
 
@@ -155,6 +157,15 @@ class _Recomputer:
         assert self.plan is not None
         i = self.plan.part_of[name]
         part = self.plan.parts[i]
+        for cond, branch in part.conditions:  # outermost first: a branch that did not run computed nothing
+            try:
+                value = np.asarray(get(cond))
+            except NotFoundError:
+                value = np.zeros(0)
+            if value.size == 0 or bool(value.reshape(-1)[0]) != branch:
+                raise NotFoundError(
+                    f"tensor {name!r} was not computed in this run: its If branch did not run"
+                )
         feeds = {f: np.ascontiguousarray(get(f)) for f in part.feeds}
         sess = self.sessions.get(
             i
@@ -267,6 +278,7 @@ class CaptureSession:
         self._unbindable: set[tuple[Any, ...]] = set()
         self._recomputer: _Recomputer | None = _Recomputer(self) if plan.recompute else None
         self._lazy = {k: m.source for k, m in plan.meta.items() if m.source in ("recomputed", "folded")}
+        self._conditions = {k: plan.meta[k].conditions for k in self._lazy if plan.meta[k].conditions}
         self._hidden = frozenset(plan.hidden)
         self._checked: tuple[Any, ...] | None = None  # the input signature validated last
         self._provenance: dict[tuple[str, ...], Provenance] = {}
@@ -284,9 +296,8 @@ class CaptureSession:
         self, inputs: Mapping[str, Any] | None, random: bool, seed: int, dims: Mapping[str, int] | None
     ) -> dict[str, Any]:
         if inputs is not None and not random and not dims and self._checked is not None:
-            feeds = dict(inputs)
-            if _signature(feeds) == self._checked:  # the same names, shapes and dtypes as last time
-                return feeds
+            if _signature(inputs) == self._checked:  # the same names, shapes and dtypes as last time
+                return inputs  # type: ignore[return-value]
         feeds = prepare_inputs(self.model, inputs, random=random, seed=seed, dims=dims)
         self._checked = _signature(feeds)
         return feeds
@@ -302,7 +313,7 @@ class CaptureSession:
             if buffers is None:
                 buffers = _Buffers(self._sess, layout)
                 free.append(buffers)
-            held = {name: np.ascontiguousarray(value) for name, value in fed.items()}
+            held = {n: v if v.flags.c_contiguous else np.ascontiguousarray(v) for n, v in fed.items()}
             for name, value in held.items():
                 buffers.binding.bind_cpu_input(name, value)
             try:
@@ -386,6 +397,7 @@ class CaptureSession:
             order=tuple(provenance.meta),
             recomputer=self._recomputer,
             model=self.model,
+            conditions=self._conditions,
         )
         return Capture(storage=storage, provenance=provenance, model=self.model)
 

@@ -327,14 +327,14 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
     np.testing.assert_array_equal(onnxscope.load_capture(saved, model=m)["wt"], w.T)
 
 
-def test_a_small_graph_runs_unbound_in_a_reused_session(tmp_path):
+def test_a_reused_session_binds_its_outputs_after_the_first_run(tmp_path):
     m = onnxscope.Model(mlp_model(in_features=3, hidden=4))
-    from onnxscope.session import _BIND_MIN_OUTPUTS
-
     session = onnxscope.CaptureSession(m)
-    for x in np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32):
-        session.run({"x": x})
-    assert len(session._names) < _BIND_MIN_OUTPUTS and not session._pool  # small graphs run unbound
+    xs = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
+    caps = [session.run({"x": x}) for x in xs]
+    assert len(session._pool) == 1  # one input signature, its outputs bound
+    for x, cap in zip(xs, caps, strict=True):
+        np.testing.assert_array_equal(cap["y"], onnxscope.capture(m, {"x": x})["y"])
 
 
 def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_shapes(tmp_path, monkeypatch):

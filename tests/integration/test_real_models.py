@@ -11,8 +11,7 @@ equal the numbers counted by hand below. Variants made from corpus models with t
 
 from __future__ import annotations
 
-import json
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,12 @@ from onnxscope.graph import WEIGHTED_OPS
 ort = pytest.importorskip("onnxruntime")
 from oracles import ort_marking, ort_plain  # noqa: E402
 
-CACHE = Path(
-    os.environ.get("ONNXSCOPE_REAL_MODELS", Path(__file__).resolve().parents[2] / ".cache" / "real-models")
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fixtures"))
+from real_inputs import CACHE, inputs_of, manifest  # noqa: E402
+
 if not (CACHE / "manifest.json").exists():
     pytest.fail(f"the real-model corpus is missing from {CACHE}: run `make real-models`", pytrace=False)
-MANIFEST = json.loads((CACHE / "manifest.json").read_text())
+MANIFEST = manifest()
 
 # Counted by hand (networkx over the ONNX graph, runtime shapes from one onnxruntime run; each If body on its
 # own): a *residual* is an Add/Sum where one input is an ancestor of the other through a layer op (Conv, MatMul,
@@ -67,33 +66,6 @@ STRUCTURE = {
     "voicefilter-embedder-int8": (0, 0, []),
     "voicefilter-lite-int8": (0, 0, []),
 }
-
-
-def inputs_of(recipe: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """The inputs a manifest recipe describes (the fills fixtures/REAL_MODELS.md lists)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in sorted(recipe):
-        r = recipe[name]
-        shape, dt, fill = tuple(r["shape"]), np.dtype(r["dtype"]), r["fill"]
-        if fill in ("ones", "zeros"):
-            a = (np.ones if fill == "ones" else np.zeros)(shape, dt)
-        elif fill.startswith("integers("):
-            lo, hi = (int(v) for v in fill[len("integers(") : fill.index(")")].split(","))
-            a = rng.integers(lo, hi, size=shape).astype(dt)
-            if "[0,0]=101" in fill:  # [CLS] … [SEP]
-                a[0, 0], a[0, -1] = 101, 102
-        elif fill.startswith("uniform("):
-            lo, hi = (float(v) for v in fill[len("uniform(") : fill.index(")")].split(","))
-            a = rng.uniform(lo, hi, size=shape).astype(dt)
-        elif fill.startswith("standard_normal"):
-            a = rng.standard_normal(shape).astype(dt)
-            if "L2" in fill:
-                a /= np.linalg.norm(a, axis=-1, keepdims=True)
-        else:
-            a = np.full(shape, int(fill), dt)
-        out[name] = a
-    return out
 
 
 def path_of(mid: str) -> Path:
