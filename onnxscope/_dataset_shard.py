@@ -27,7 +27,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from onnxscope.stats import RunningStats
 
 __all__ = ["Context", "Plan", "ShardResult", "ShardTask", "Spec", "TensorPlan", "probe", "run_shard"]
 
-WRITE_THREADS = 4
+WRITE_THREADS = 4  # statistics and writes of chunks, beside the thread running the model
 
 
 def zarr_module() -> Any:
@@ -233,11 +233,13 @@ def batch_digest(feeds: dict[str, Any]) -> bytes:
 
 
 def shard_digest(batch_digests: Iterable[bytes]) -> str:
-    """The digest of a shard's batches, in order."""
+    """The digest of a shard's batches, in order (``""`` for none: a folder's shards are not digested)."""
     h = hashlib.blake2b(digest_size=16)
+    seen = False
     for d in batch_digests:
         h.update(d)
-    return h.hexdigest()
+        seen = True
+    return h.hexdigest() if seen else ""
 
 
 # -- a process's cached state ------------------------------------------------------------------------------
@@ -268,6 +270,21 @@ class Context:
         self._group: Any = None
         self._arrays: dict[str, Any] = {}
         self.files = Files(spec.url, spec.storage_options)
+        self._pool: ThreadPoolExecutor | None = None
+        self.free: dict[str, list[np.ndarray]] = {}
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads computing statistics and writing chunks (started once per process)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="onnxscope-shard")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def base(self) -> CaptureSession:
         """The session capturing the whole selection."""
@@ -300,8 +317,15 @@ class Context:
             zarr = zarr_module()
             kw = {"storage_options": self.spec.storage_options} if self.spec.storage_options else {}
             self._group = zarr.open_group(self.spec.url, mode="r+", use_consolidated=False, **kw)
-            self._arrays = {t.key: self._group[t.key] for t in plan.tensors}
+            # every chunk is written as it is: zarr's all-fill-value check would read each chunk once more
+            self._arrays = {t.key: writable(self._group[t.key]) for t in plan.tensors}
         return self._arrays
+
+
+def writable(arr: Any) -> Any:
+    """``arr`` configured to write every chunk without first comparing it with the fill value."""
+    with_config = getattr(arr, "with_config", None)
+    return with_config({"write_empty_chunks": True}) if with_config is not None else arr
 
 
 _CACHE: dict[str, Context] = {}
@@ -313,6 +337,8 @@ def cached_context(spec: Spec) -> Context:
     with _CACHE_LOCK:
         ctx = _CACHE.get(spec.token)
         if ctx is None:
+            for old in _CACHE.values():
+                old.close()
             _CACHE.clear()
             ctx = _CACHE[spec.token] = Context(spec)
         ctx.spec = spec
@@ -443,68 +469,104 @@ def probe(ctx: Context, feeds: dict[str, Any]) -> dict[str, Any]:
 # -- writing -------------------------------------------------------------------------------------------------
 
 
-class _Writer:
-    """Chunk writes on a pool of threads. Writes of buffers we own run in the background (at most ``budget``
-    bytes queued); writes straight from onnxruntime's buffers are waited for before the next run."""
+class _Jobs:
+    """Statistics and chunk writes on a pool of threads, while the next batch runs (numpy and file writes release
+    the GIL). Jobs on buffers we own run in the background (at most ``budget`` bytes queued); jobs reading
+    onnxruntime's own buffers are waited for before the next run. Statistics come back as pieces folded per tensor
+    in the order the jobs were submitted, whatever order they finish in: the result never depends on timing."""
 
-    def __init__(self, budget: int) -> None:
-        self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="onnxscope-write")
-        self._queued: deque[tuple[Future[None], int]] = deque()
-        self._direct: list[Future[None]] = []
+    def __init__(self, pool: ThreadPoolExecutor, budget: int, stats: dict[str, RunningStats]) -> None:
+        self._pool = pool
+        self._queued: deque[tuple[Future[Any], int]] = deque()
+        self._direct: list[Future[Any]] = []
+        self._pieces: deque[tuple[str, Future[Any]]] = deque()
         self._inflight = 0
         self.budget = budget
+        self.stats = stats
         self.nbytes = 0
 
     @staticmethod
-    def _write(arr: Any, start: int, data: np.ndarray, done: Callable[[], None] | None) -> None:
-        arr[start : start + data.shape[0]] = data
+    def _job(
+        t: TensorPlan,
+        data: np.ndarray,
+        stats: bool,
+        arr: Any,
+        start: int,
+        padded: np.ndarray | None,
+        done: Callable[[], None] | None,
+    ) -> RunningStats | None:
+        piece = RunningStats.of(data, t.unit_axis, t.op) if stats else None
+        if arr is not None:
+            block = data if padded is None else padded
+            arr[start : start + block.shape[0]] = block
         if done is not None:
             done()
+        return piece
 
     def put(
         self,
-        arr: Any,
-        start: int,
+        t: TensorPlan,
         data: np.ndarray,
+        stats: bool,
+        arr: Any = None,
+        start: int = 0,
+        padded: np.ndarray | None = None,
         done: Callable[[], None] | None = None,
         direct: bool = False,
     ) -> None:
-        """Write ``data`` at row ``start`` of ``arr`` (whole chunks); ``done`` runs once it is written."""
-        self.nbytes += data.nbytes
-        fut = self._pool.submit(self._write, arr, start, data, done)
+        """Statistics of ``data`` (when ``stats``) and its write at row ``start`` of ``arr`` (``padded``: the whole
+        chunk, when ``data`` fills only its start); ``done`` runs after both."""
+        if not stats and arr is None:
+            return
+        written = 0 if arr is None else (data if padded is None else padded).nbytes
+        self.nbytes += written
+        fut = self._pool.submit(self._job, t, data, stats, arr, start, padded, done)
+        if stats:
+            self._pieces.append((t.name, fut))
         if direct:
             self._direct.append(fut)
-            return
-        self._queued.append((fut, data.nbytes))
-        self._inflight += data.nbytes
-        while self._queued and (self._inflight > self.budget or self._queued[0][0].done()):
-            f, size = self._queued.popleft()
-            f.result()
-            self._inflight -= size
+        else:
+            self._queued.append((fut, max(written, data.nbytes)))
+            self._inflight += max(written, data.nbytes)
+            while self._queued and (self._inflight > self.budget or self._queued[0][0].done()):
+                f, size = self._queued.popleft()
+                f.result()
+                self._inflight -= size
+        self._fold(wait=False)
+
+    def _fold(self, wait: bool) -> None:
+        while self._pieces and (wait or self._pieces[0][1].done()):
+            name, f = self._pieces.popleft()
+            piece = f.result()
+            self.stats[name] = self.stats[name].merge(piece) if name in self.stats else piece
 
     def wait_direct(self) -> None:
-        """Wait for the writes that read onnxruntime's buffers (before the next run overwrites them)."""
+        """Wait for the jobs that read onnxruntime's buffers (before the next run overwrites them)."""
         for f in self._direct:
             f.result()
         self._direct.clear()
 
     def close(self, ok: bool = True) -> None:
-        """Wait for every write (raising the first failure), or, after a failure, drop what has not started."""
-        try:
-            if ok:
-                self.wait_direct()
-                while self._queued:
-                    self._queued.popleft()[0].result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=not ok)
+        """Wait for every job and fold every piece (raising the first failure); after a failure, cancel what has
+        not started and wait for the rest (nothing of this shard runs on)."""
+        futures = [f for f in self._direct] + [f for f, _ in self._queued] + [f for _, f in self._pieces]
+        if ok:
+            self.wait_direct()
+            while self._queued:
+                self._queued.popleft()[0].result()
+            self._fold(wait=True)
+            return
+        for f in futures:
+            f.cancel()
+        wait(futures)
 
 
 class _Chunks:
     """The chunk being filled for each buffered tensor, and its free buffers (reused: memory stays flat)."""
 
-    def __init__(self) -> None:
+    def __init__(self, free: dict[str, list[np.ndarray]]) -> None:
         self.current: dict[str, np.ndarray] = {}
-        self.free: dict[str, list[np.ndarray]] = {}
+        self.free = free  # the process's, shared by its shards
 
     def buffer(self, t: TensorPlan) -> np.ndarray:
         buf = self.current.get(t.key)
@@ -539,27 +601,31 @@ def run_shard(
 
     ``on_batch(samples, bytes)`` is called after each batch (progress in a single process).
     """
+    return capture_shard(ctx, task, on_batch)()
+
+
+def capture_shard(
+    ctx: Context,
+    task: ShardTask,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Callable[[], ShardResult]:
+    """Run the model over the batches of ``task`` and hand their chunks to the threads; return the commit:
+    a function that waits for the last chunks, writes the marker and returns the result. A process may start
+    the next shard before it commits this one (the threads keep writing meanwhile)."""
     spec = ctx.spec
     plan = spec.plan
     assert plan is not None
     sessions = ctx.sessions(plan)
     store = not spec.stats_only
     arrays = ctx.arrays(plan, task.capacity) if store else {}
-    stats_of = {t.name: t for t in plan.tensors if t.dtype[1] in "biuf"} if spec.stats else {}
+    with_stats = {t.name for t in plan.tensors if t.dtype[1] in "biuf"} if spec.stats else set()
     acc: dict[str, RunningStats] = {}
     rows = {t.key: 0 for t in plan.tensors}
-    chunks = _Chunks()
+    chunks = _Chunks(ctx.free)
     largest = max((t.batch_bytes * t.chunk_batches for t in plan.tensors), default=0)
-    writer = _Writer(budget=max(64 << 20, 2 * largest))
+    jobs = _Jobs(ctx.pool, max(64 << 20, 2 * largest), acc)
     digests: list[bytes] = []
     samples = 0
-
-    def add_stats(t: TensorPlan, a: np.ndarray) -> None:
-        if t.name in stats_of:
-            piece = RunningStats.of(a, t.unit_axis, t.op)
-            acc[t.name] = acc[t.name].merge(piece) if t.name in acc else piece
-
-    ok = False
     try:
         for j, item in enumerate(task.items):
             b = task.first + j
@@ -571,27 +637,27 @@ def run_shard(
                     f"batch {b} has {n} samples but the first had {plan.batch_size}: every batch but the last "
                     "must have the same size"
                 )
-            digests.append(batch_digest(feeds))
+            if spec.source_kind == "iterable":  # a folder is checked by its files' sizes and times
+                digests.append(batch_digest(feeds))
             samples += n
-            before = writer.nbytes
+            before = jobs.nbytes
             for session, tensors in sessions:
-                writer.wait_direct()  # the last run's arrays are about to be overwritten
+                jobs.wait_direct()  # the last run's arrays are about to be overwritten
                 cap = session.run(feeds, reuse=True)
                 for t in tensors:
                     if t.name not in cap:
-                        raise CaptureError(
-                            f"tensor {t.name!r} was not captured in batch {b}: {cap.skipped.get(t.name, 'missing')}"
-                        )
+                        why = cap.skipped.get(t.name, "missing")
+                        raise CaptureError(f"tensor {t.name!r} was not captured in batch {b}: {why}")
                     a = cap[t.name]
                     _check(t, a, b, last)
                     rows[t.key] += a.shape[0]
+                    stats = t.name in with_stats
                     if not store:
-                        add_stats(t, a)
+                        jobs.put(t, a, stats, direct=True)
                         continue
                     row = b * t.rows
-                    if t.chunk_batches == 1 and a.shape[0] == t.rows:
-                        writer.put(arrays[t.key], row, a, direct=True)  # one batch is one chunk
-                        add_stats(t, a)
+                    if t.chunk_batches == 1 and a.shape[0] == t.rows:  # one batch is one chunk: no copy
+                        jobs.put(t, a, stats, arrays[t.key], row, direct=True)
                         continue
                     start = row - row % t.chunk_rows
                     slot = row - start
@@ -599,24 +665,27 @@ def run_shard(
                     buf[slot : slot + a.shape[0]] = a
                     filled = slot + a.shape[0]
                     if filled == t.chunk_rows or last:
-                        add_stats(t, buf[:filled])
-                        if filled < t.chunk_rows:
-                            buf[filled:] = (
-                                0  # the fill value: a partial last chunk has the same bytes every run
-                            )
-                        writer.put(arrays[t.key], start, buf, done=chunks.release(t))
+                        if (
+                            filled < t.chunk_rows
+                        ):  # the fill value: a partial last chunk is the same every run
+                            buf[filled:] = 0
+                        jobs.put(t, buf[:filled], stats, arrays[t.key], start, buf, chunks.release(t))
                 del cap
             if on_batch is not None:
-                on_batch(n, writer.nbytes - before)
-        writer.wait_direct()
-        ok = True
-    finally:
-        writer.close(ok)
-    result = ShardResult(
-        task.index, len(task.items), samples, rows, writer.nbytes, shard_digest(digests), acc
-    )
-    ctx.files.write(marker_name(task.index), result.marker())
-    return result
+                on_batch(n, jobs.nbytes - before)
+    except BaseException:
+        jobs.close(ok=False)
+        raise
+
+    def commit() -> ShardResult:
+        jobs.close()
+        result = ShardResult(
+            task.index, len(task.items), samples, rows, jobs.nbytes, shard_digest(digests), acc
+        )
+        ctx.files.write(marker_name(task.index), result.marker())
+        return result
+
+    return commit
 
 
 def shard_task(spec: Spec, task: ShardTask) -> ShardResult:

@@ -57,12 +57,12 @@ from onnxscope._dataset_shard import (
     Spec,
     TensorPlan,
     batch_digest,
+    capture_shard,
     iter_items,
     marker_name,
     probe,
     probe_task,
     read_batch,
-    run_shard,
     shard_digest,
     shard_task,
     spec_token,
@@ -449,7 +449,8 @@ class _Bar:
 
 
 class _LocalRunner:
-    """Shards one after the other in this process."""
+    """Shards one after the other in this process; a shard's commit (its last writes, its marker) overlaps the
+    next shard's capture."""
 
     def __init__(self, spec: Spec, model: Model) -> None:
         self.ctx = Context(spec, model)
@@ -459,9 +460,22 @@ class _LocalRunner:
         return probe(self.ctx, read_batch(spec.source_kind, spec.folder, item, self.ctx.input_names))
 
     def run(self, spec: Spec, tasks: Iterator[ShardTask], bar: _Bar) -> Iterator[ShardResult]:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.ctx.spec = spec
-        for task in tasks:
-            yield run_shard(self.ctx, task, on_batch=lambda n, b: bar.update(1, n, b))
+        committer = ThreadPoolExecutor(1, thread_name_prefix="onnxscope-commit")
+        pending: list[Any] = []
+        try:
+            for task in tasks:
+                commit = capture_shard(self.ctx, task, on_batch=lambda n, b: bar.update(1, n, b))
+                pending.append(committer.submit(commit))
+                while len(pending) > 1 or (pending and pending[0].done()):
+                    yield pending.pop(0).result()
+            while pending:
+                yield pending.pop(0).result()
+        finally:
+            committer.shutdown(wait=True)
+            self.ctx.close()
 
 
 class _DaskRunner:
@@ -490,7 +504,7 @@ class _DaskRunner:
     def _result(self, future: Any) -> Any:
         try:
             return future.result()
-        except self.distributed.scheduler.KilledWorker as e:
+        except self.distributed.KilledWorker as e:
             raise CaptureError(
                 f"a shard killed {e.args[0] if e.args else 'its'} workers in turn (out of memory?): {e}"
             ) from e
@@ -838,6 +852,7 @@ def _create_store(
                 dtype=t.dtype,
                 compressors=codecs,
                 fill_value=0,
+                chunk_key_encoding={"name": "default", "separator": "."},  # c.12.0.0: one file, no folders
                 dimension_names=t.dims,
                 attributes={"tensor": t.name, "op": t.op, "unit_axis": t.unit_axis},
             )

@@ -46,6 +46,12 @@ def _blocks(shape: tuple[int, int, int]) -> Any:
             yield (slice(o, o + 1), slice(None), slice(start, start + step))
 
 
+def _count(mask: np.ndarray) -> np.ndarray:
+    """Per-unit counts of a boolean ``(outer, units, inner)`` block (bytes summed along the contiguous axis first:
+    faster than numpy's boolean reductions)."""
+    return np.add.reduce(mask.view(np.int8), axis=2, dtype=np.int32).sum(axis=0, dtype=np.int64)
+
+
 def unit_axis_for(shape: tuple[int, ...]) -> int | None:
     """Which axis indexes units: channels (axis 1) of a 4-D or 5-D tensor, features (last axis) otherwise.
 
@@ -156,7 +162,7 @@ class RunningStats:
                 bmean = total / n
                 d = x - bmean[None, :, None]
                 lo, hi = x.min(axis=(0, 2)), x.max(axis=(0, 2))
-                above = (x > 0).sum(axis=(0, 2), dtype=np.int64)
+                above = _count(x > 0)
                 at_bound = None if bounds is None else (x <= bounds[0]) | (x >= bounds[1])
             else:
                 ok = np.isfinite(x)
@@ -168,7 +174,7 @@ class RunningStats:
                 d = np.where(ok, x - bmean[None, :, None], 0.0)
                 lo = np.where(ok, x, np.inf).min(axis=(0, 2))
                 hi = np.where(ok, x, -np.inf).max(axis=(0, 2))
-                above = np.count_nonzero(ok & (x > 0), axis=(0, 2))
+                above = _count(ok & (x > 0))
                 at_bound = None if bounds is None else ok & ((x <= bounds[0]) | (x >= bounds[1]))
             np.multiply(d, d, out=d)
             bm2 = np.add.reduce(d, axis=(0, 2))
@@ -183,7 +189,7 @@ class RunningStats:
             vmin, vmax = np.minimum(vmin, lo), np.maximum(vmax, hi)
             active += above
             if at_bound is not None:
-                saturated += np.count_nonzero(at_bound, axis=(0, 2))
+                saturated += _count(at_bound)
         total_n = int(count.sum())
         grand = float(np.dot(count, mean) / total_n) if total_n else 0.0
         s = cls(
