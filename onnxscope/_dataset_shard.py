@@ -272,6 +272,7 @@ class Context:
         self.files = Files(spec.url, spec.storage_options)
         self._pool: ThreadPoolExecutor | None = None
         self.free: dict[str, list[np.ndarray]] = {}
+        self.budget = _Budget()
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -469,19 +470,39 @@ def probe(ctx: Context, feeds: dict[str, Any]) -> dict[str, Any]:
 # -- writing -------------------------------------------------------------------------------------------------
 
 
+class _Budget:
+    """Bytes of chunk buffers handed to the threads and not yet written, across the shards of a process (a shard's
+    commit may still be writing while the next one fills): at most ``limit``, or one job when more is asked."""
+
+    def __init__(self) -> None:
+        self.limit = 0
+        self.used = 0
+        self._cv = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cv:
+            while self.used and self.used + n > self.limit:
+                self._cv.wait()
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self._cv:
+            self.used -= n
+            self._cv.notify_all()
+
+
 class _Jobs:
     """Statistics and chunk writes on a pool of threads, while the next batch runs (numpy and file writes release
-    the GIL). Jobs on buffers we own run in the background (at most ``budget`` bytes queued); jobs reading
+    the GIL). Jobs on buffers we own run in the background (within the process's byte budget); jobs reading
     onnxruntime's own buffers are waited for before the next run. Statistics come back as pieces folded per tensor
     in the order the jobs were submitted, whatever order they finish in: the result never depends on timing."""
 
-    def __init__(self, pool: ThreadPoolExecutor, budget: int, stats: dict[str, RunningStats]) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, budget: _Budget, stats: dict[str, RunningStats]) -> None:
         self._pool = pool
+        self._budget = budget
         self._queued: deque[tuple[Future[Any], int]] = deque()
         self._direct: list[Future[Any]] = []
         self._pieces: deque[tuple[str, Future[Any]]] = deque()
-        self._inflight = 0
-        self.budget = budget
         self.stats = stats
         self.nbytes = 0
 
@@ -494,14 +515,20 @@ class _Jobs:
         start: int,
         padded: np.ndarray | None,
         done: Callable[[], None] | None,
+        budget: _Budget | None,
+        size: int,
     ) -> RunningStats | None:
-        piece = RunningStats.of(data, t.unit_axis, t.op) if stats else None
-        if arr is not None:
-            block = data if padded is None else padded
-            arr[start : start + block.shape[0]] = block
-        if done is not None:
-            done()
-        return piece
+        try:
+            piece = RunningStats.of(data, t.unit_axis, t.op) if stats else None
+            if arr is not None:
+                block = data if padded is None else padded
+                arr[start : start + block.shape[0]] = block
+            if done is not None:
+                done()
+            return piece
+        finally:
+            if budget is not None:
+                budget.release(size)
 
     def put(
         self,
@@ -520,18 +547,24 @@ class _Jobs:
             return
         written = 0 if arr is None else (data if padded is None else padded).nbytes
         self.nbytes += written
-        fut = self._pool.submit(self._job, t, data, stats, arr, start, padded, done)
+        size = max(written, data.nbytes)
+        budget = None if direct else self._budget
+        if budget is not None:
+            budget.acquire(size)
+        try:
+            fut = self._pool.submit(self._job, t, data, stats, arr, start, padded, done, budget, size)
+        except BaseException:
+            if budget is not None:
+                budget.release(size)
+            raise
         if stats:
             self._pieces.append((t.name, fut))
         if direct:
             self._direct.append(fut)
         else:
-            self._queued.append((fut, max(written, data.nbytes)))
-            self._inflight += max(written, data.nbytes)
-            while self._queued and (self._inflight > self.budget or self._queued[0][0].done()):
-                f, size = self._queued.popleft()
-                f.result()
-                self._inflight -= size
+            self._queued.append((fut, size))
+            while self._queued and self._queued[0][0].done():
+                self._queued.popleft()[0].result()  # raise a failed write now
         self._fold(wait=False)
 
     def _fold(self, wait: bool) -> None:
@@ -549,7 +582,7 @@ class _Jobs:
     def close(self, ok: bool = True) -> None:
         """Wait for every job and fold every piece (raising the first failure); after a failure, cancel what has
         not started and wait for the rest (nothing of this shard runs on)."""
-        futures = [f for f in self._direct] + [f for f, _ in self._queued] + [f for _, f in self._pieces]
+        futures = [*self._direct, *(f for f, _ in self._queued), *(f for _, f in self._pieces)]
         if ok:
             self.wait_direct()
             while self._queued:
@@ -558,6 +591,9 @@ class _Jobs:
             return
         for f in futures:
             f.cancel()
+        for f, size in self._queued:
+            if f.cancelled():  # never ran: its bytes go back to the budget here
+                self._budget.release(size)
         wait(futures)
 
 
@@ -622,8 +658,11 @@ def capture_shard(
     acc: dict[str, RunningStats] = {}
     rows = {t.key: 0 for t in plan.tensors}
     chunks = _Chunks(ctx.free)
+    # at most one round of chunks (one of each tensor) queued behind the one being filled: memory stays flat
+    round_bytes = sum(t.batch_bytes * t.chunk_batches for t in plan.tensors if t.chunk_batches > 1)
     largest = max((t.batch_bytes * t.chunk_batches for t in plan.tensors), default=0)
-    jobs = _Jobs(ctx.pool, max(64 << 20, 2 * largest), acc)
+    ctx.budget.limit = max(8 << 20, round_bytes, largest)
+    jobs = _Jobs(ctx.pool, ctx.budget, acc)
     digests: list[bytes] = []
     samples = 0
     try:

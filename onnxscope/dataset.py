@@ -85,8 +85,9 @@ from onnxscope.stats import RunningStats, unit_axis_for
 __all__ = ["DatasetStore", "capture_dataset", "iter_batches", "local_client", "merge_stats", "open_store"]
 
 CHUNK_BYTES = 4 << 20  # target chunk size along the samples
-SHARD_BYTES = 32 << 20  # target captured bytes per shard
-MAX_SHARD_BATCHES = 64
+ROUND_BYTES = 128 << 20  # at most this in chunk buffers being filled (all tensors together)
+SHARD_BYTES = 128 << 20  # target captured bytes per shard
+MAX_SHARD_BATCHES = 256
 CHECKPOINT_SECONDS = 2.0
 FORMAT = 2
 
@@ -357,15 +358,16 @@ def make_plan(
 ) -> Plan:
     """Chunks and shards from the probe of the first batch.
 
-    A tensor's chunk holds the largest power of two of batches within ``chunk_bytes`` (at least one batch); a shard
-    holds ``shard_batches`` batches (by default a power of two making about 32 MiB of captures, at most 64, and at
-    most an eighth of the batches when their number is known), and every chunk count divides it.
+    A tensor's chunk holds the largest power of two of batches within ``chunk_bytes`` (at least one batch), smaller
+    when the chunks being filled would together pass 128 MiB; a shard holds ``shard_batches`` batches (by default
+    a power of two making about 128 MiB of captures, at most 256, and at most an eighth of the batches when their
+    number is known), and every chunk's count of batches divides it.
 
     Example:
         >>> p = make_plan({"batch_size": 8, "tensors": [{"name": "a/b", "op": "Relu", "dtype": "<f4",
         ...     "shape": [8, 1024], "sample": True}]}, 1 << 20, None, None)
         >>> p.shard_batches, p.tensors[0].key, p.tensors[0].chunk_batches
-        (64, 'a.b', 32)
+        (256, 'a.b', 32)
     """
     used: set[str] = set()
     probe_tensors = probed["tensors"]
@@ -378,9 +380,13 @@ def make_plan(
         if shard_batches < 1:
             raise InputError(f"shard_batches {shard_batches}: must be at least 1")
         k = shard_batches
+    divisors = [d for d in range(1, k + 1) if k % d == 0]
+    counts = [max(d for d in divisors if d == 1 or d * size <= chunk_bytes) for size in sizes]
+    while sum(m * size for m, size in zip(counts, sizes, strict=True) if m > 1) > ROUND_BYTES:
+        i = max((i for i, m in enumerate(counts) if m > 1), key=lambda i: counts[i] * sizes[i])
+        counts[i] = max(d for d in divisors if d < counts[i])  # the largest buffer first, a divisor smaller
     tensors = []
-    for t, size in zip(probe_tensors, sizes, strict=True):
-        m = max(d for d in range(1, k + 1) if k % d == 0 and (d == 1 or d * size <= chunk_bytes))
+    for t, m in zip(probe_tensors, counts, strict=True):
         shape = tuple(t["shape"])
         tensors.append(
             TensorPlan(
