@@ -269,9 +269,10 @@ class Context:
         self._parts: dict[tuple[str, ...], CaptureSession] = {}
         self._group: Any = None
         self._arrays: dict[str, Any] = {}
+        self._layout: list[Any] = []
         self.files = Files(spec.url, spec.storage_options)
         self._pool: ThreadPoolExecutor | None = None
-        self.free: dict[str, list[np.ndarray]] = {}
+        self.free: dict[Any, list[np.ndarray]] = {}
         self.budget = _Budget()
 
     @property
@@ -314,7 +315,15 @@ class Context:
     def arrays(self, plan: Plan, capacity: int) -> dict[str, Any]:
         """The store's arrays by key, reopened when the coordinator has grown them past what was opened."""
         need = {t.key: capacity * t.rows for t in plan.tensors}
-        if self._group is None or any(self._arrays[k].shape[0] < n for k, n in need.items()):
+        layout = [
+            (t.key, t.dtype, t.shape, t.chunk_batches) for t in plan.tensors
+        ]  # a store made again differs
+        if (
+            self._group is None
+            or layout != self._layout
+            or any(self._arrays[k].shape[0] < n for k, n in need.items())
+        ):
+            self._layout = layout
             zarr = zarr_module()
             kw = {"storage_options": self.spec.storage_options} if self.spec.storage_options else {}
             self._group = zarr.open_group(self.spec.url, mode="r+", use_consolidated=False, **kw)
@@ -600,21 +609,21 @@ class _Jobs:
 class _Chunks:
     """The chunk being filled for each buffered tensor, and its free buffers (reused: memory stays flat)."""
 
-    def __init__(self, free: dict[str, list[np.ndarray]]) -> None:
+    def __init__(self, free: dict[Any, list[np.ndarray]]) -> None:
         self.current: dict[str, np.ndarray] = {}
         self.free = free  # the process's, shared by its shards
 
     def buffer(self, t: TensorPlan) -> np.ndarray:
         buf = self.current.get(t.key)
         if buf is None:
-            pool = self.free.setdefault(t.key, [])
+            pool = self.free.setdefault((t.key, t.chunk_rows, t.shape, t.dtype), [])
             buf = pool.pop() if pool else np.empty((t.chunk_rows, *t.shape[1:]), t.dtype)
             self.current[t.key] = buf
         return buf
 
     def release(self, t: TensorPlan) -> Callable[[], None]:
         buf = self.current.pop(t.key)
-        pool = self.free[t.key]
+        pool = self.free[(t.key, t.chunk_rows, t.shape, t.dtype)]
         return lambda: pool.append(buf)
 
 

@@ -684,6 +684,15 @@ def capture_dataset(
     Raises:
         InputError: ``out`` exists without ``resume``; on resume, the model, data, selection or settings changed
             (nothing is written then); a batch whose size or tensor shapes differ from the first one's.
+
+    Example:
+        >>> import numpy as np, onnxscope, tempfile, os
+        >>> from onnxscope.testing import mlp_model
+        >>> batches = [{"x": np.ones((4, 3), np.float32)}] * 3 + [{"x": np.ones((1, 3), np.float32)}]
+        >>> out = os.path.join(tempfile.mkdtemp(), "run.zarr")
+        >>> store = capture_dataset(onnxscope.Model(mlp_model()), batches, out=out, progress=False)
+        >>> store.samples, store.array("h").metadata.dimension_names
+        (13, ('sample', 'h_1'))
     """
     url = os.fspath(out)
     chunk_bytes = parse_size(chunk_size, "chunk_size") or CHUNK_BYTES

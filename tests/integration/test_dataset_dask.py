@@ -178,3 +178,15 @@ def test_a_client_killed_mid_run_leaves_a_store_that_resume_completes(client, se
         setup["model"], iter(setup["batches"]), out=out, client=client, source_id="rng0", resume=True, **KW
     )
     assert done.complete and tree(out) == tree(setup["root"] / "ref-iter.zarr")
+
+
+def test_warm_workers_follow_a_store_made_again_at_the_same_path_with_another_plan(client, setup, tmp_path):
+    import shutil
+
+    out = tmp_path / "again.zarr"
+    capture_dataset(setup["model"], setup["data"], out=out, client=client, **KW)
+    shutil.rmtree(out)
+    kw = {**KW, "shard_batches": 4, "chunk_size": "1K"}  # other chunks: the workers' open arrays are stale
+    capture_dataset(setup["model"], setup["data"], out=out, client=client, **kw)
+    capture_dataset(setup["model"], setup["data"], out=tmp_path / "one.zarr", **kw)
+    assert tree(out) == tree(tmp_path / "one.zarr")
