@@ -131,7 +131,10 @@ def build_mlp(path: str, width: int = 2048, layers: int = 4) -> None:
     prev = "x"
     for i in range(layers):
         w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")]
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}"),
+        ]
         nodes += [
             helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"h{i}"], transB=1),
             helper.make_node("Relu", [f"h{i}"], [f"a{i}"]),
@@ -222,7 +225,9 @@ def main() -> None:
         _table(res, args.batches * 8)
         limit = res["onnxruntime + numpy.save (I/O limit)"]["seconds"]
         one = res["onnxscope, one process"]["seconds"]
-        print(f"one process / I/O limit: {one / limit:.2f}x (target <= 1.5x: {'PASS' if one <= 1.5 * limit else 'FAIL'})")
+        print(
+            f"one process / I/O limit: {one / limit:.2f}x (target <= 1.5x: {'PASS' if one <= 1.5 * limit else 'FAIL'})"
+        )
         print(f"2 workers vs one process: {one / res['onnxscope, Dask 2 workers']['seconds']:.2f}x\n")
 
         print(f"2. compute-bound: MLP 4 x Gemm(2048) + ReLU, {args.mlp_batches} batches of 32")
@@ -236,7 +241,9 @@ def main() -> None:
         res = rounds(modes, mlp, os.path.join(folder, "mlp-data"), folder, args.rounds)
         _table(res, args.mlp_batches * 32)
         one, two = res["onnxscope, one process"]["seconds"], res["onnxscope, Dask 2 workers"]["seconds"]
-        print(f"2 workers vs one process: {one / two:.2f}x (target >= 1.6x: {'PASS' if one >= 1.6 * two else 'FAIL'})\n")
+        print(
+            f"2 workers vs one process: {one / two:.2f}x (target >= 1.6x: {'PASS' if one >= 1.6 * two else 'FAIL'})\n"
+        )
 
         print("3. memory (small CNN, the same plan for both runs: 16 batches per shard)")
         lo, hi = args.rss_batches
@@ -248,7 +255,9 @@ def main() -> None:
             for b in range(n):
                 os.link(os.path.join(folder, "rss-data", f"{b:06d}.npy"), os.path.join(data, f"{b:06d}.npy"))
             extra = {"input": "x", "batch": 8, "kw": {"shard_batches": 16}}
-            peaks[("one", n)] = child("onnxscope", cnn, data, os.path.join(folder, f"rss-one-{n}"), extra)["peak_rss"]
+            peaks[("one", n)] = child("onnxscope", cnn, data, os.path.join(folder, f"rss-one-{n}"), extra)[
+                "peak_rss"
+            ]
             w = child("dask", cnn, data, os.path.join(folder, f"rss-dask-{n}"), {**extra, "workers": 2})
             peaks[("worker", n)] = w["worker_rss"]
         for who in ("one", "worker"):

@@ -55,6 +55,16 @@ def zarr_module() -> Any:
     return zarr
 
 
+def open_group(url: str, storage_options: dict[str, Any] | None, mode: str) -> Any:
+    """The store's root Zarr group; a local path or ``file://`` URL through Zarr's local store (atomic writes)."""
+    zarr = zarr_module()
+    files = Files(url, storage_options)
+    if files.local:
+        return zarr.open_group(files.root, mode=mode, use_consolidated=False)
+    kw = {"storage_options": storage_options} if storage_options else {}
+    return zarr.open_group(url, mode=mode, use_consolidated=False, **kw)
+
+
 @dataclass(frozen=True)
 class TensorPlan:
     """How one captured tensor is stored: ``shape`` is its shape in a full batch; ``chunk_batches`` batches make
@@ -324,9 +334,7 @@ class Context:
             or any(self._arrays[k].shape[0] < n for k, n in need.items())
         ):
             self._layout = layout
-            zarr = zarr_module()
-            kw = {"storage_options": self.spec.storage_options} if self.spec.storage_options else {}
-            self._group = zarr.open_group(self.spec.url, mode="r+", use_consolidated=False, **kw)
+            self._group = open_group(self.spec.url, self.spec.storage_options, "r+")
             # every chunk is written as it is: zarr's all-fill-value check would read each chunk once more
             self._arrays = {t.key: writable(self._group[t.key]) for t in plan.tensors}
         return self._arrays

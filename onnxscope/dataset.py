@@ -60,13 +60,13 @@ from onnxscope._dataset_shard import (
     capture_shard,
     iter_items,
     marker_name,
+    open_group,
     probe,
     probe_task,
     read_batch,
     shard_digest,
     shard_task,
     spec_token,
-    zarr_module,
 )
 from onnxscope.errors import (
     CaptureError,
@@ -202,8 +202,7 @@ class DatasetStore(Mapping[str, Any]):
         if name not in self._tensors:
             raise NotFoundError(f"no tensor {name!r} in {self.path}; {closest(name, self._tensors)}")
         if self._group is None:
-            kw = {"storage_options": self._storage_options} if self._storage_options else {}
-            self._group = zarr_module().open_group(self.path, mode="r", use_consolidated=False, **kw)
+            self._group = open_group(self.path, self._storage_options, "r")
         return self._group[self._tensors[name].key]
 
     def rows(self, name: str) -> int:
@@ -824,11 +823,6 @@ def _new_progress() -> dict[str, Any]:
     }
 
 
-def _open_group(url: str, storage_options: dict[str, Any] | None, mode: str) -> Any:
-    kw = {"storage_options": storage_options} if storage_options else {}
-    return zarr_module().open_group(url, mode=mode, use_consolidated=False, **kw)
-
-
 def _create_store(
     url: str,
     storage_options: dict[str, Any] | None,
@@ -841,7 +835,7 @@ def _create_store(
 ) -> None:
     """The group (attributes for readers with Zarr alone), one array per tensor sized for the known batches,
     the ``onnxscope`` group and ``run.json``."""
-    group = _open_group(url, storage_options, "w")
+    group = open_group(url, storage_options, "w")
     ident = run["model"]
     group.attrs.update(
         {
@@ -927,7 +921,7 @@ def _run(
         merger.add(waiting[i])
 
     stored = not spec.stats_only
-    group = _open_group(url, storage_options, "r+") if stored else None
+    group = open_group(url, storage_options, "r+") if stored else None
     k = plan.shard_batches
     arrays = {t.key: group[t.key] for t in plan.tensors} if group is not None else {}
     capacity = [min((arrays[t.key].shape[0] // t.rows for t in plan.tensors if t.key in arrays), default=0)]

@@ -292,3 +292,24 @@ def test_a_memory_budget_splits_the_tensors_across_runs_with_the_same_result(tmp
     with pytest.raises(onnxscope.InputError, match="alone takes .* bytes per batch, over --max-memory 64"):
         capture_dataset(m, batches, out=tmp_path / "tiny.zarr", progress=False, max_memory=64)
     assert not (tmp_path / "tiny.zarr").exists()
+
+
+def test_any_fsspec_url_holds_the_same_store(tmp_path):
+    m = onnxscope.Model(mlp_model())
+    batches = _batches(5, seed=6, last=1)
+    local = capture_dataset(m, batches, out=tmp_path / "a.zarr", shard_batches=2, progress=False)
+    as_url = capture_dataset(m, batches, out=f"file://{tmp_path}/b.zarr", shard_batches=2, progress=False)
+    assert tree(tmp_path / "a.zarr") == tree(tmp_path / "b.zarr")
+    url = f"memory://onnxscope-test-{os.getpid()}/run.zarr"  # fsspec's in-memory file system: through Zarr's FsspecStore
+    remote = capture_dataset(m, batches, out=url, shard_batches=2, progress=False)
+    try:
+        assert remote.complete and sorted(remote) == sorted(local) and remote.samples == local.samples == 17
+        for name in local:
+            np.testing.assert_array_equal(remote[name], local[name])
+            assert remote.stats(name).summary() == as_url.stats(name).summary()
+        with pytest.raises(onnxscope.InputError, match="exists; pass resume=True"):
+            capture_dataset(m, batches, out=url, progress=False)
+    finally:
+        import fsspec
+
+        fsspec.filesystem("memory").rm(f"/onnxscope-test-{os.getpid()}", recursive=True)
