@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -335,8 +336,8 @@ class Context:
         ):
             self._layout = layout
             self._group = open_group(self.spec.url, self.spec.storage_options, "r+")
-            # every chunk is written as it is: zarr's all-fill-value check would read each chunk once more
-            self._arrays = {t.key: writable(self._group[t.key]) for t in plan.tensors}
+            root = self.files.root if self.files.local else None
+            self._arrays = {t.key: ChunkTarget(self._group[t.key], root) for t in plan.tensors}
         return self._arrays
 
 
@@ -344,6 +345,44 @@ def writable(arr: Any) -> Any:
     """``arr`` configured to write every chunk without first comparing it with the fill value."""
     with_config = getattr(arr, "with_config", None)
     return with_config({"write_empty_chunks": True}) if with_config is not None else arr
+
+
+class ChunkTarget:
+    """Where one array's chunks go. An uncompressed array on a local disk gets each chunk as one file written
+    directly — the bytes Zarr itself writes (raw little-endian, C order: a test compares the two), renamed into
+    place as Zarr's local store does — without Zarr's per-write Python, which would hold the GIL while the model
+    runs; any other array (compressed, or in a remote store) is written through Zarr."""
+
+    def __init__(self, arr: Any, local_root: str | None) -> None:
+        self.arr = writable(arr)
+        self.folder: str | None = None
+        md = arr.metadata
+        codecs = tuple(getattr(md, "codecs", ()))
+        if local_root is not None and len(codecs) == 1 and type(codecs[0]).__name__ == "BytesCodec":
+            endian = getattr(codecs[0], "endian", None)
+            if endian is None or getattr(endian, "value", endian) == sys.byteorder:
+                self.folder = os.path.join(local_root, *arr.path.split("/"))
+                self.chunk_rows = md.chunk_grid.chunk_shape[0]
+                self.encode = md.encode_chunk_key
+                self.rest = (0,) * (arr.ndim - 1)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.arr.shape)
+
+    def write(self, start: int, data: np.ndarray) -> None:
+        """Write whole chunks starting at row ``start``."""
+        if self.folder is None or data.shape[0] != self.chunk_rows or start % self.chunk_rows:
+            self.arr[start : start + data.shape[0]] = data
+            return
+        key = self.encode((start // self.chunk_rows, *self.rest))
+        path = os.path.join(self.folder, *key.split("/"))
+        if "/" in key:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
+        with open(tmp, "wb") as f:
+            f.write(np.ascontiguousarray(data).data)
+        os.replace(tmp, path)
 
 
 _CACHE: dict[str, Context] = {}
@@ -538,8 +577,7 @@ class _Jobs:
         try:
             piece = RunningStats.of(data, t.unit_axis, t.op) if stats else None
             if arr is not None:
-                block = data if padded is None else padded
-                arr[start : start + block.shape[0]] = block
+                arr.write(start, data if padded is None else padded)
             if done is not None:
                 done()
             return piece

@@ -922,6 +922,12 @@ def _run(
 
     stored = not spec.stats_only
     group = open_group(url, storage_options, "r+") if stored else None
+    if stored and files.local:  # chunk files a killed run was writing
+        import glob
+
+        for t in plan.tensors:
+            for tmp in glob.glob(os.path.join(glob.escape(os.path.join(files.root, t.key)), "*.partial")):
+                os.unlink(tmp)
     k = plan.shard_batches
     arrays = {t.key: group[t.key] for t in plan.tensors} if group is not None else {}
     capacity = [min((arrays[t.key].shape[0] // t.rows for t in plan.tensors if t.key in arrays), default=0)]

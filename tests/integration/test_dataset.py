@@ -313,3 +313,35 @@ def test_any_fsspec_url_holds_the_same_store(tmp_path):
         import fsspec
 
         fsspec.filesystem("memory").rm(f"/onnxscope-test-{os.getpid()}", recursive=True)
+
+
+def test_chunks_written_as_files_have_the_bytes_zarr_writes(tmp_path):
+    import zarr
+
+    from onnxscope._dataset_shard import ChunkTarget
+
+    rng = np.random.default_rng(7)
+    cases = [
+        ("<f4", (4, 3, 2), rng.standard_normal((8, 3, 2)).astype(np.float32)),
+        ("|b1", (4,), rng.random(8) > 0.5),
+        ("<i8", (4, 5), rng.integers(-9, 9, (8, 5))),
+        ("<f2", (4, 2), rng.standard_normal((8, 2)).astype(np.float16)),
+    ]
+    for name, root in (("direct", tmp_path / "direct.zarr"), ("zarr", tmp_path / "zarr.zarr")):
+        g = zarr.open_group(root, mode="w")
+        for i, (dtype, chunks, data) in enumerate(cases):
+            arr = g.create_array(
+                f"a{i}",
+                shape=data.shape,
+                chunks=chunks,
+                dtype=dtype,
+                compressors=None,
+                fill_value=0,
+                chunk_key_encoding={"name": "default", "separator": "."},
+            )
+            target = ChunkTarget(arr, str(root) if name == "direct" else None)
+            assert (target.folder is not None) == (name == "direct")
+            for start in range(0, data.shape[0], chunks[0]):
+                target.write(start, data[start : start + chunks[0]])
+            np.testing.assert_array_equal(zarr.open_array(root / f"a{i}", mode="r")[:], data)
+    assert tree(tmp_path / "direct.zarr") == tree(tmp_path / "zarr.zarr")
