@@ -284,6 +284,7 @@ class Context:
         self.files = Files(spec.url, spec.storage_options)
         self._pool: ThreadPoolExecutor | None = None
         self.free: dict[Any, list[np.ndarray]] = {}
+        self.returned = threading.Condition()
         self.budget = _Budget()
 
     @property
@@ -556,7 +557,7 @@ class _Jobs:
     def __init__(self, pool: ThreadPoolExecutor, budget: _Budget, stats: dict[str, RunningStats]) -> None:
         self._pool = pool
         self._budget = budget
-        self._queued: deque[tuple[Future[Any], int]] = deque()
+        self._queued: deque[tuple[Future[Any], int, Callable[[], None] | None]] = deque()
         self._direct: list[Future[Any]] = []
         self._pieces: deque[tuple[str, Future[Any]]] = deque()
         self.stats = stats
@@ -578,10 +579,10 @@ class _Jobs:
             piece = RunningStats.of(data, t.unit_axis, t.op) if stats else None
             if arr is not None:
                 arr.write(start, data if padded is None else padded)
-            if done is not None:
-                done()
             return piece
         finally:
+            if done is not None:
+                done()  # even after a failure: the buffer goes back, and the failure is raised by the shard
             if budget is not None:
                 budget.release(size)
 
@@ -617,7 +618,7 @@ class _Jobs:
         if direct:
             self._direct.append(fut)
         else:
-            self._queued.append((fut, size))
+            self._queued.append((fut, size, done))
             while self._queued and self._queued[0][0].done():
                 self._queued.popleft()[0].result()  # raise a failed write now
         self._fold(wait=False)
@@ -637,7 +638,7 @@ class _Jobs:
     def close(self, ok: bool = True) -> None:
         """Wait for every job and fold every piece (raising the first failure); after a failure, cancel what has
         not started and wait for the rest (nothing of this shard runs on)."""
-        futures = [*self._direct, *(f for f, _ in self._queued), *(f for _, f in self._pieces)]
+        futures = [*self._direct, *(f for f, _, _ in self._queued), *(f for _, f in self._pieces)]
         if ok:
             self.wait_direct()
             while self._queued:
@@ -646,31 +647,68 @@ class _Jobs:
             return
         for f in futures:
             f.cancel()
-        for f, size in self._queued:
-            if f.cancelled():  # never ran: its bytes go back to the budget here
+        for f, size, done in self._queued:
+            if f.cancelled():  # never ran: its bytes go back to the budget, its buffer to the pool, here
                 self._budget.release(size)
+                if done is not None:
+                    done()
         wait(futures)
 
 
 class _Chunks:
-    """The chunk being filled for each buffered tensor, and its free buffers (reused: memory stays flat)."""
+    """The chunk being filled for each buffered tensor, and its buffers: two per tensor, allocated once per process
+    (one filling while the other is written; a tensor whose both are busy waits for one to come back), so memory
+    is the same after ten batches as after a million."""
 
-    def __init__(self, free: dict[Any, list[np.ndarray]]) -> None:
+    def __init__(self, free: dict[Any, list[np.ndarray]], returned: threading.Condition) -> None:
         self.current: dict[str, np.ndarray] = {}
         self.free = free  # the process's, shared by its shards
+        self.returned = returned
+
+    @staticmethod
+    def _slot(t: TensorPlan) -> tuple[Any, ...]:
+        return (t.key, t.chunk_rows, t.shape, t.dtype)
+
+    def _new(self, t: TensorPlan) -> np.ndarray:
+        buf = np.empty((t.chunk_rows, *t.shape[1:]), t.dtype)
+        buf.fill(0)  # touched now, not in the middle of the run
+        return buf
+
+    def reserve(self, tensors: Iterable[TensorPlan]) -> None:
+        """The buffers of every tensor that collects several batches per chunk (once per process and layout)."""
+        with self.returned:
+            for t in tensors:
+                if t.chunk_batches > 1 and self._slot(t) not in self.free:
+                    self.free[self._slot(t)] = [self._new(t), self._new(t)]
 
     def buffer(self, t: TensorPlan) -> np.ndarray:
         buf = self.current.get(t.key)
         if buf is None:
-            pool = self.free.setdefault((t.key, t.chunk_rows, t.shape, t.dtype), [])
-            buf = pool.pop() if pool else np.empty((t.chunk_rows, *t.shape[1:]), t.dtype)
-            self.current[t.key] = buf
+            with self.returned:
+                pool = self.free.get(self._slot(t))
+                if pool is None:  # one batch per chunk, but a smaller last batch: one buffer, made now
+                    pool = self.free[self._slot(t)] = [self._new(t)]
+                while not pool:
+                    self.returned.wait()
+                buf = self.current[t.key] = pool.pop()
         return buf
+
+    def abandon(self, tensors: Iterable[TensorPlan]) -> None:
+        """Give back the buffers being filled (a failed shard)."""
+        for t in tensors:
+            if t.key in self.current:
+                self.release(t)()
 
     def release(self, t: TensorPlan) -> Callable[[], None]:
         buf = self.current.pop(t.key)
-        pool = self.free[(t.key, t.chunk_rows, t.shape, t.dtype)]
-        return lambda: pool.append(buf)
+        pool = self.free[self._slot(t)]
+
+        def back() -> None:
+            with self.returned:
+                pool.append(buf)
+                self.returned.notify_all()
+
+        return back
 
 
 def _check(t: TensorPlan, a: np.ndarray, b: int, last: bool) -> None:
@@ -712,7 +750,9 @@ def capture_shard(
     with_stats = {t.name for t in plan.tensors if t.dtype[1] in "biuf"} if spec.stats else set()
     acc: dict[str, RunningStats] = {}
     rows = {t.key: 0 for t in plan.tensors}
-    chunks = _Chunks(ctx.free)
+    chunks = _Chunks(ctx.free, ctx.returned)
+    if store:
+        chunks.reserve(plan.tensors)
     # at most one round of chunks (one of each tensor) queued behind the one being filled: memory stays flat
     round_bytes = sum(t.batch_bytes * t.chunk_batches for t in plan.tensors if t.chunk_batches > 1)
     largest = max((t.batch_bytes * t.chunk_batches for t in plan.tensors), default=0)
@@ -769,6 +809,7 @@ def capture_shard(
                 on_batch(n, jobs.nbytes - before)
     except BaseException:
         jobs.close(ok=False)
+        chunks.abandon(plan.tensors)
         raise
 
     def commit() -> ShardResult:
@@ -785,6 +826,11 @@ def capture_shard(
 def shard_task(spec: Spec, task: ShardTask) -> ShardResult:
     """A Dask task: run a shard in this worker's cached :class:`Context`."""
     return run_shard(cached_context(spec), task)
+
+
+def warm_task(spec: Spec) -> None:
+    """A Dask task: open the model and its capture session on this worker (while another probes)."""
+    cached_context(spec).base()
 
 
 def probe_task(spec: Spec, item: Any) -> dict[str, Any]:

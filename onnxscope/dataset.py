@@ -67,6 +67,7 @@ from onnxscope._dataset_shard import (
     shard_digest,
     shard_task,
     spec_token,
+    warm_task,
 )
 from onnxscope.errors import (
     CaptureError,
@@ -504,7 +505,13 @@ class _DaskRunner:
         return max(2, 2 * threads)
 
     def probe(self, spec: Spec, item: Any) -> dict[str, Any]:
-        return self._result(self.client.submit(probe_task, spec, item, pure=False))
+        probed = self.client.submit(probe_task, spec, item, pure=False)
+        # meanwhile every worker opens the model (a no-op where the probe ran), so that all start capturing together
+        self._warm = [
+            self.client.submit(warm_task, spec, workers=[w], allow_other_workers=True, pure=False)
+            for w in self.client.scheduler_info()["workers"]
+        ]
+        return self._result(probed)
 
     def _result(self, future: Any) -> Any:
         try:
