@@ -11,6 +11,8 @@ Printed side by side, each run a fresh process (intra_op_num_threads=1, rounds i
    - onnxscope ``capture_dataset`` in one process (Zarr store + statistics);
    - onnxscope on a local Dask cluster of 2 single-threaded workers;
    target: one process ≤ 1.5 × the I/O limit.
+   CPU seconds (all threads; for Dask, the workers' and the client's) are printed too: on a shared machine they
+   say more than the wall time about the work each approach does.
 2. a compute-bound model (an MLP of 2048-wide Gemm → ReLU layers, batch 32): one process against 2 workers;
    target: 2 workers ≥ 1.6 × the single-process throughput.
 3. memory: peak RSS of one process, and of each Dask worker, over 10 and over 1,000 batches (target: within 5 %),
@@ -40,6 +42,9 @@ name = extra["input"]
 result = {}
 def hwm():
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 if mode in ("ort", "ort+save"):
     so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -47,7 +52,7 @@ if mode in ("ort", "ort+save"):
     s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     names = [o.name for o in s.get_outputs()]
     os.makedirs(out, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu()
     written = 0
     for b, f in enumerate(files):
         x = np.load(f)
@@ -58,12 +63,12 @@ if mode in ("ort", "ort+save"):
                 np.save(os.path.join(out, f"{b}-{i}.npy"), a)
                 written += a.nbytes
             written += x.nbytes
-    result["seconds"] = time.perf_counter() - t0
+    result["seconds"], result["cpu"] = time.perf_counter() - t0, cpu() - c0
     result["bytes"] = written
 elif mode == "onnxscope":
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu()
     store = onnxscope.dataset.capture_dataset(model, data, out=out, progress=False, threads=1, **extra["kw"])
-    result["seconds"] = time.perf_counter() - t0
+    result["seconds"], result["cpu"] = time.perf_counter() - t0, cpu() - c0
     result["peak_rss"] = hwm()  # the capture's, before reading anything back
     result["bytes"] = store.nbytes
     result["captured"] = sum(store.array(k)[: extra["batch"]].nbytes for k in store)
@@ -74,9 +79,11 @@ else:  # dask
         import onnxruntime, onnxscope.dataset, onnxscope.session, zarr
     with local_client(int(extra["workers"])) as client:
         client.run(warm)
+        c0 = sum(client.run(cpu).values()) + cpu()
         t0 = time.perf_counter()
         store = onnxscope.dataset.capture_dataset(model, data, out=out, progress=False, client=client, **extra["kw"])
         result["seconds"] = time.perf_counter() - t0
+        result["cpu"] = sum(client.run(cpu).values()) + cpu() - c0
         result["bytes"] = store.nbytes
         peaks = client.run(lambda: next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))
         result["worker_rss"] = max(peaks.values())
@@ -191,7 +198,14 @@ def rounds(modes: dict, model: str, data: str, folder: str, n_rounds: int) -> di
             out = os.path.join(folder, f"{mode}-{r}.out")
             runs[mode].append(child(kind, model, data, out, extra))
             subprocess.run(["rm", "-rf", out], check=True)
-    return {m: {**v[-1], "seconds": statistics.median(x["seconds"] for x in v)} for m, v in runs.items()}
+    return {
+        m: {
+            **v[-1],
+            "seconds": statistics.median(x["seconds"] for x in v),
+            "cpu": statistics.median(x["cpu"] for x in v),
+        }
+        for m, v in runs.items()
+    }
 
 
 def main() -> None:
@@ -284,11 +298,13 @@ def main() -> None:
 
 
 def _table(res: dict, samples: int) -> None:
-    print(f"{'run':<40}{'seconds':>9}{'samples/s':>11}{'MB/s written':>14}{'peak RSS MB':>13}")
+    print(f"{'run':<40}{'seconds':>9}{'CPU s':>8}{'samples/s':>11}{'MB/s written':>14}{'peak RSS MB':>13}")
     for mode, d in res.items():
         mbs = d.get("bytes", 0) / d["seconds"] / 2**20
         rss = d.get("worker_rss", d["peak_rss"]) / 2**20
-        print(f"{mode:<40}{d['seconds']:>9.2f}{samples / d['seconds']:>11.0f}{mbs:>14.0f}{rss:>13.0f}")
+        print(
+            f"{mode:<40}{d['seconds']:>9.2f}{d['cpu']:>8.2f}{samples / d['seconds']:>11.0f}{mbs:>14.0f}{rss:>13.0f}"
+        )
 
 
 if __name__ == "__main__":
