@@ -437,6 +437,11 @@ def _storable(a: Any) -> str | None:
     return None
 
 
+def _constants(session: CaptureSession) -> set[str]:
+    """Tensors the capture folds from the weights on read (the same in every batch: not stored)."""
+    return set(getattr(getattr(session, "plan", None), "constants", None) or ())
+
+
 def _other_size(feeds: dict[str, Any], n: int) -> tuple[dict[str, Any], int]:
     """The batch cut to one sample (or, for a batch of one, doubled): tells per-sample tensors from the rest."""
     m = 1 if n > 1 else 2
@@ -457,11 +462,8 @@ def _partition(ctx: Context, feeds: dict[str, Any], n: int, max_memory: int) -> 
     }
     session = ctx.base()
     cap = session.run(one)
-    sizes = {
-        k: np.asarray(cap[k]).nbytes * n
-        for k in cap
-        if k not in cap.inputs and k not in session.plan.constants
-    }
+    folded = _constants(session)
+    sizes = {k: np.asarray(cap[k]).nbytes * n for k in cap if k not in cap.inputs and k not in folded}
     if sum(sizes.values()) <= max_memory:
         return None
     groups: list[list[str]] = [[]]
@@ -493,7 +495,7 @@ def probe(ctx: Context, feeds: dict[str, Any]) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     for session in sessions:
         cap = session.run(feeds)
-        constants = set(session.plan.constants)
+        constants = _constants(session)
         shapes = {}
         for name in cap:
             if name in constants:
