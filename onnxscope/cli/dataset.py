@@ -1,12 +1,15 @@
-"""``onnxscope dataset MODEL SOURCE --out run.zarr``: capture a whole dataset into a Zarr store, with statistics."""
+"""``onnxscope dataset MODEL SOURCE --out run.zarr``: capture a whole dataset into a Zarr store, with statistics,
+in this process, on a local Dask cluster (``--workers N``) or on an existing one (``--scheduler ADDRESS``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import Any
 
 from onnxscope.cli._args import add_selection_args
-from onnxscope.errors import InputError
-from onnxscope.render import to_json
+from onnxscope.errors import InputError, MissingDependencyError
+from onnxscope.render import fmt_bytes, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -14,58 +17,113 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("dataset", parents=[common], help="capture every batch of a dataset into a Zarr store")
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("source", help="a folder of .npz batches, .npy batches, or test_data_set_* folders")
-    p.add_argument("--out", required=True, metavar="STORE", help="the store folder to write (e.g. run.zarr)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="STORE",
+        help="the store to write: a folder or an fsspec URL (e.g. run.zarr)",
+    )
     add_selection_args(p)
     p.add_argument("--stats-only", action="store_true", help="keep statistics only, write no tensors")
     p.add_argument("--resume", action="store_true", help="continue a store an interrupted run left")
     p.add_argument(
         "--max-memory",
         metavar="SIZE",
-        help="budget for one batch's captures, e.g. 512M or 2G; over it, "
-        "the tensors are split across several runs",
+        help="budget for one batch's captures, e.g. 512M or 2G; over it, the tensors are split across several runs",
     )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run on a local Dask cluster of N single-threaded worker processes",
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="onnxruntime intra-op threads per process (default: 1 per worker)",
+    )
+    p.add_argument(
+        "--compression", metavar="CODEC", help="zstd[:LEVEL], blosc[:LEVEL] or gzip[:LEVEL] (default: none)"
+    )
+    p.add_argument("--chunk-size", metavar="SIZE", help="target chunk size along the samples (default 4M)")
+    p.add_argument("--shard-batches", type=int, metavar="N", help="batches per shard (default: automatic)")
     p.set_defaults(func=run)
 
 
-def _size(text: str | None) -> int | None:
-    """``512M`` → bytes (K, M, G: powers of 1024; a plain number is bytes)."""
-    if text is None:
-        return None
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B")
-    scale = units.get(t[-1:], 1)
-    number = t[:-1] if t[-1:] in units else t
+@contextlib.contextmanager
+def _client(args: argparse.Namespace) -> Any:
+    if args.workers is None and args.scheduler is None:
+        yield None
+        return
+    if args.workers is not None:
+        from onnxscope.dataset import local_client
+
+        with local_client(args.workers) as client:
+            yield client
+        return
     try:
-        return int(float(number) * scale)
-    except ValueError:
-        raise InputError(f"--max-memory {text!r}: expected a size such as 512M or 2G") from None
+        from distributed import Client
+    except ImportError as e:
+        raise MissingDependencyError(
+            "--scheduler needs dask.distributed: pip install 'onnxscope[dataset]'"
+        ) from e
+    try:
+        client = Client(args.scheduler, timeout="10s")
+    except OSError as e:
+        raise InputError(f"--scheduler {args.scheduler!r}: cannot connect ({e})") from e
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def run(args: argparse.Namespace) -> str:
     """Capture the dataset and summarize the store."""
+    from onnxscope._dataset_io import parse_size
     from onnxscope.dataset import capture_dataset
 
-    store = capture_dataset(
-        args.model,
-        args.source,
-        args.select,
-        args.exclude,
-        out=args.out,
-        stats_only=args.stats_only,
-        max_memory=_size(args.max_memory),
-        resume=args.resume,
-        progress=not args.json,
-    )
-    summary = {
+    max_memory = parse_size(args.max_memory, "--max-memory")
+    chunk_size = parse_size(args.chunk_size, "--chunk-size")
+    with _client(args) as client:
+        store = capture_dataset(
+            args.model,
+            args.source,
+            args.select,
+            args.exclude,
+            out=args.out,
+            stats_only=args.stats_only,
+            max_memory=max_memory,
+            resume=args.resume,
+            progress=not args.json,
+            threads=args.threads,
+            client=client,
+            compression=args.compression,
+            chunk_size=chunk_size,
+            shard_batches=args.shard_batches,
+        )
+    summary: dict[str, Any] = {
         "store": store.path,
         "batches": store.batches,
         "samples": store.samples,
         "tensors": len(store),
         "stats": len(store.all_stats()),
+        "bytes": store.nbytes,
     }
+    ratio = ""
+    if store.compression and len(store):
+        stored = store.nbytes_stored
+        summary.update(compression=store.compression, bytes_stored=stored)
+        summary["ratio"] = round(store.nbytes / stored, 3) if stored else None
+        ratio = f", {store.compression}: {fmt_bytes(stored)} stored, ratio {summary['ratio']:.2f}"
     if args.json:
         return to_json(summary)
     return (
-        f"{store.path}: {store.batches} batches, {store.samples} samples, {len(store)} tensors stored, "
-        f"statistics for {summary['stats']} tensors (read them with `onnxscope stats {store.path}`)"
+        f"{store.path}: {store.batches} batches, {store.samples} samples, {len(store)} tensors stored "
+        f"({fmt_bytes(store.nbytes)}{ratio}), statistics for {summary['stats']} tensors "
+        f"(read them with `onnxscope stats {store.path}`)"
     )
