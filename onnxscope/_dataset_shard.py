@@ -439,7 +439,7 @@ def _storable(a: Any) -> str | None:
 
 def _constants(session: CaptureSession) -> set[str]:
     """Tensors the capture folds from the weights on read (the same in every batch: not stored)."""
-    return set(getattr(getattr(session, "plan", None), "constants", None) or ())
+    return set(session.plan.names("folded"))
 
 
 def _other_size(feeds: dict[str, Any], n: int) -> tuple[dict[str, Any], int]:
@@ -779,7 +779,7 @@ def capture_shard(
             before = jobs.nbytes
             for session, tensors in sessions:
                 jobs.wait_direct()  # the last run's arrays are about to be overwritten
-                cap = session.run(feeds, reuse=True)
+                cap = session.run(feeds)
                 for t in tensors:
                     if t.name not in cap:
                         why = cap.skipped.get(t.name, "missing")

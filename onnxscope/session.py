@@ -348,11 +348,11 @@ class CaptureSession:
         random: bool = False,
         seed: int = 0,
         dims: Mapping[str, int] | None = None,
-        reuse: bool = False,
     ) -> Capture:
         """Run once and return the :class:`Capture` (inputs are checked first, see :func:`capture`).
 
-        ``reuse`` is accepted for compatibility and has no effect: no run copies its outputs any more.
+        The arrays are views into the buffers onnxruntime wrote (nothing is copied); a buffer is written again
+        only once no capture or array of this run refers to it any more.
         """
         if self._sess is None:
             from onnxscope.errors import UnsupportedError
