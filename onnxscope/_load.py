@@ -24,6 +24,8 @@ __all__ = [
     "load_ir",
     "read_tensor_pb",
     "schema_input_names",
+    "serialize_with_outputs",
+    "value_names",
 ]
 
 
@@ -205,3 +207,40 @@ def infer_types(model: ir.Model) -> ir.Model | None:
         except Exception:  # onnx's inference raises many kinds; without it we know less, nothing more
             continue
     return None
+
+
+def value_names(path: str | os.PathLike[str]) -> set[str]:
+    """Names of the main graph's inputs and node outputs in an ONNX file (weights not read).
+
+    Example:
+        >>> import onnx_ir as ir, tempfile
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.onnx")
+        >>> ir.save(ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9), p)
+        >>> sorted(value_names(p))
+        ['x', 'y']
+    """
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    names = {i.name for i in proto.graph.input if i.name}
+    names.update(o for node in proto.graph.node for o in node.output if o)
+    return names
+
+
+def serialize_with_outputs(model: ir.Model, names: list[str]) -> bytes:
+    """The model's bytes with main-graph tensors ``names`` appended as (untyped) graph outputs; the model itself
+    is not changed, and no copy of its graph is made (external weights stay references to their files).
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> r = ir.Node("", "Neg", n.outputs, num_outputs=1); r.outputs[0].name = "z"
+        >>> m = ir.Model(ir.Graph([x], r.outputs, nodes=[n, r], opset_imports={"": 17}), ir_version=9)
+        >>> [o.name for o in onnx.load_from_string(serialize_with_outputs(m, ["y"])).graph.output], len(m.graph.outputs)
+        (['z', 'y'], 1)
+    """
+    proto = ir.to_proto(model)
+    have = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    return proto.SerializeToString()

@@ -119,9 +119,13 @@ class Candidate:
 
 @dataclass
 class Plan:
-    """A rewritten model ready for onnxruntime, and how to read its outputs back."""
+    """How onnxruntime is to run the model, and how to read its outputs back.
 
-    model: ir.Model
+    ``model`` is a rewritten clone when bodies or nodes had to change; otherwise ``None``, and :meth:`serialize`
+    writes the model itself with the ``marked`` tensors as extra outputs (no clone of a large graph).
+    """
+
+    model: ir.Model | None
     outputs: dict[str, str]  # graph output name in the rewritten model → capture name
     meta: dict[str, TensorMeta]  # capture name → where it comes from, for everything the capture offers
     real_outputs: list[str]  # the model's own outputs, in order
@@ -129,6 +133,15 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)  # capture name → why it cannot be had
     recompute: Recompute | None = None
     hidden: set[str] = field(default_factory=set)  # captured only to feed recomputation (not selected)
+    marked: list[str] = field(default_factory=list)  # main-graph tensors to mark when ``model`` is None
+
+    def serialize(self, graph: Graph) -> bytes:
+        """The bytes onnxruntime runs (external weights stay references to their files)."""
+        if self.model is not None:
+            return ir.to_proto(self.model).SerializeToString()
+        from onnxscope._load import serialize_with_outputs
+
+        return serialize_with_outputs(graph.ir, self.marked)
 
     def names(self, source: str) -> list[str]:
         """The tensors the capture obtains this way (``"captured"``, ``"recomputed"``, ``"folded"``)."""
@@ -507,6 +520,25 @@ def expose(
             if f not in mark and f not in inputs and f in by_name:
                 mark[f] = by_name[f]
                 hidden.add(f)
+    for name in skipped:
+        meta.pop(name, None)
+    final_meta = {k: m for k, m in meta.items() if k not in hidden or k in chosen}
+    if not any(
+        c.meta.scopes or c.fused is not None for c in mark.values()
+    ):  # only main-graph tensors to mark
+        marked = [c.meta.name for c in mark.values() if c.value is not None and not c.value.is_graph_output()]
+        outputs = {v.name or "": v.name or "" for v in top.outputs} | {n: n for n in marked}
+        return Plan(
+            model=None,
+            outputs=outputs,
+            meta=final_meta,
+            real_outputs=real,
+            nodes=nodes,
+            skipped=skipped,
+            recompute=recompute,
+            hidden=hidden - chosen,
+            marked=marked,
+        )
     # rewrite a clone: find the clone's value for each marked one (the walkers visit both in the same order)
     model = graph.ir.clone()
     wanted = {id(c.value): c for c in mark.values() if c.value is not None}
@@ -535,12 +567,10 @@ def expose(
             model.graph.outputs.append(value)
             existing.add(value.name)
         outputs[value.name or ""] = want.meta.name
-    for name in skipped:
-        meta.pop(name, None)
     return Plan(
         model=model,
         outputs=outputs,
-        meta={k: m for k, m in meta.items() if k not in hidden or k in chosen},
+        meta=final_meta,
         real_outputs=real,
         nodes=nodes,
         skipped=skipped,

@@ -81,8 +81,9 @@ def first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def make_session(model_bytes: bytes, folder: str | None, so: Any, providers: list[str] | None) -> Any:
-    """An onnxruntime session over serialized model bytes whose external data lives in ``folder``.
+def make_session(model_bytes: bytes | str, folder: str | None, so: Any, providers: list[str] | None) -> Any:
+    """An onnxruntime session over serialized model bytes (or a model file) whose external data lives in
+    ``folder``.
 
     Raises:
         InputError: a provider that is not available (the message lists the available ones).
@@ -110,7 +111,7 @@ def serialize(model: ir.Model) -> bytes:
 
 
 def survivors(
-    model: ir.Model,
+    model: ir.Model | str,
     folder: str | None,
     optimization: str,
     providers: list[str] | None = None,
@@ -120,7 +121,8 @@ def survivors(
     (``None``: all of them — no optimization, or onnxruntime could not save its optimized graph).
 
     onnxruntime itself says what survives: it writes the graph it will run (``optimized_model_filepath``), and the
-    names found there are the tensors its fused kernels still produce.
+    names found there are the tensors its fused kernels still produce. ``model`` may be the path of the model's
+    file (onnxruntime reads it itself, the quickest way for large graphs).
 
     Example:
         >>> from onnxscope.testing import mlp_model
@@ -135,15 +137,13 @@ def survivors(
         so.optimized_model_filepath = path
         so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        sess = make_session(serialize(model), folder, so, providers)
+        sess = make_session(model if isinstance(model, str) else serialize(model), folder, so, providers)
         del sess
         if not os.path.exists(path):
             return None
+        from onnxscope._load import value_names
+
         try:
-            optimized = ir.load(path)
+            return value_names(path)
         except Exception:  # an optimized graph that cannot be read back: assume nothing was removed
             return None
-        g = optimized.graph
-        names = {v.name for v in g.inputs if v.name}
-        names.update(v.name for node in g for v in node.outputs if v.name)
-        return names

@@ -266,7 +266,12 @@ class CaptureSession:
             )
             try:
                 so = session_options(self.optimization, self.threads)
-                self._sess = make_session(serialize(self.plan.model), self._folder, so, self.providers)
+                data = self.plan.serialize(self.model)
+                self.plan.model = (
+                    None  # the rewritten clone is not needed once written: free it before loading
+                )
+                self._sess = make_session(data, self._folder, so, self.providers)
+                del data
                 break
             except CaptureError as e:
                 if not self._downgrade(e):
