@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.costs import Profile
+from onnxscope.graph import WEIGHTED_OPS
 from onnxscope.model import Model
 from onnxscope.paths import _entries
 from onnxscope.patterns import FUSED_ATTENTION, LAYER_OPS, AttentionBlock, find_attention, find_residuals
@@ -74,6 +76,18 @@ _PARAM_ROLES = frozenset(
         "embedding",
         "recurrence_weight",
         "slope",
+    }
+)
+_LAYER_ROLES = frozenset({"weight", "quantized weight", "embedding", "recurrence_weight"})
+_QUANTIZING_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QGemm",
+        "MatMulInteger",
+        "ConvInteger",
     }
 )
 # Outputs where a unit that is never above zero is "dead".
@@ -129,6 +143,17 @@ def _quantiles(a: np.ndarray) -> list[float | None]:
 
 
 # -- model card ----------------------------------------------------------------------------------------------
+def _quantized_type(node: ir.Node) -> str:
+    """The element type a QuantizeLinear produces: its zero point's, else its output's, else uint8 (the default)."""
+    zp = node.inputs[2] if len(node.inputs) > 2 else None
+    if zp is not None and zp.const_value is not None:
+        return str(np.dtype(zp.const_value.dtype.numpy()))
+    if zp is not None and zp.dtype is not None:
+        return str(np.dtype(zp.dtype.numpy()))
+    out = node.outputs[0].dtype if node.outputs else None
+    return str(np.dtype(out.numpy())) if out is not None else "uint8"
+
+
 def quantization_format(model: Model) -> dict[str, Any]:
     """How the model is quantized: ``format`` (``QDQ``, ``QOperator``, ``dynamic``, ``weight-only``,
     ``float16`` or ``none``), the stored weight element types and the activation types.
@@ -139,7 +164,8 @@ def quantization_format(model: Model) -> dict[str, Any]:
         >>> quantization_format(onnxscope.Model(mlp_model()))["format"]
         'none'
     """
-    ops = Counter(n.op_type for n in model.all_nodes())
+    nodes = [node for _, node, _, _ in _entries(model)]
+    ops = Counter(n.op_type for n in nodes)
     formats = []
     if ops["QuantizeLinear"] or ops["DequantizeLinear"]:
         formats.append("QDQ")
@@ -154,18 +180,20 @@ def quantization_format(model: Model) -> dict[str, Any]:
     weight_types: Counter[str] = Counter()
     per_channel = per_tensor = 0
     for w in model.weights.values():
-        if w.role in ("weight", "quantized weight", "embedding", "recurrence_weight"):
-            weight_types[w.dtype] += w.size
-        q = w.quantization if w.dtype.startswith(("int", "uint", "float8")) else None
+        dt = w.tensor.dtype
+        if w.role in _LAYER_ROLES:
+            weight_types[w.dtype] += math.prod(int(d) for d in w.tensor.shape)
+        maybe_quantized = dt != ir.DataType.STRING and (not dt.is_floating_point() or dt.bitwidth <= 8)
+        q = w.quantization if formats and maybe_quantized else None
         if q is not None:
             if q.axis is None:
                 per_tensor += 1
             else:
                 per_channel += 1
     activation_types: Counter[str] = Counter()
-    for n in model.all_nodes():
-        if n.op_type == "QuantizeLinear" and len(n.outputs) and n.outputs[0].dtype is not None:
-            activation_types[str(n.outputs[0].dtype.numpy())] += 1
+    for n in nodes:
+        if n.op_type == "QuantizeLinear" and n.inputs and not is_const(n.inputs[0]):
+            activation_types[_quantized_type(n)] += 1
     if not formats and any(t in ("float16", "bfloat16") for t in weight_types):
         formats.append("float16" if "float16" in weight_types else "bfloat16")
     return {
@@ -231,89 +259,189 @@ def profile_rows(prof: Profile) -> list[dict[str, Any]]:
 
 
 # -- weights -------------------------------------------------------------------------------------------------
+_SMALL = 1 << 12  # tensors up to this many elements are audited together, stacked by shape
+
+
+def _row_ids(rows: np.ndarray) -> np.ndarray:
+    """An id per row of a 2-D array, equal exactly when the rows' bytes are equal."""
+    rows = np.ascontiguousarray(rows)
+    if rows.shape[1] == 0:
+        return np.zeros(rows.shape[0], np.int64)
+    void = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+    return np.unique(void, return_inverse=True)[1].reshape(-1)
+
+
 def _duplicate_units(a: np.ndarray, axis: int) -> int:
     """How many units (rows along ``axis``) repeat an earlier unit exactly (all-zero units left out)."""
-    rows = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+    rows = np.moveaxis(np.asarray(a), axis, 0).reshape(a.shape[axis], -1)
     if rows.shape[0] < 2 or rows.shape[1] == 0:
         return 0
-    f = rows.astype(np.float64) if rows.dtype != np.float64 else rows
-    key = f @ np.random.default_rng(0).standard_normal(f.shape[1])  # equal rows project equally
-    nonzero = np.any(f != 0, axis=1)
-    order = np.argsort(key, kind="stable")
-    dup = 0
-    for i in range(1, order.size):
-        a_i, b_i = order[i - 1], order[i]
-        if key[a_i] == key[b_i] and nonzero[b_i] and np.array_equal(f[a_i], f[b_i]):
-            dup += 1
-    return dup
+    live = np.any(rows != 0, axis=1)
+    ids = _row_ids(rows[live])
+    return int(ids.size - np.unique(ids).size)
 
 
-def _weight_entry(
-    model: Model, w: Weight, bins: int
-) -> tuple[dict[str, Any], dict[str, Any] | None, list[float | None]]:
-    a = np.asarray(w.values())
-    st = tensor_stats(a, w.unit_axis)
-    hist = None
+def _fields(
+    mean: float,
+    std: float,
+    lo: float,
+    hi: float,
+    zeros: int,
+    size: int,
+    nan: int,
+    inf: int,
+    over: int,
+    outliers: int,
+    dead: int,
+    dup: int,
+) -> dict[str, Any]:
+    finite = not math.isnan(lo)
+    return {
+        "mean": _f(mean),
+        "std": _f(std),
+        "min": _f(lo),
+        "max": _f(hi),
+        "absmax": _f(max(abs(lo), abs(hi))) if finite else None,
+        "sparsity": _f(zeros / size if size else 0.0, 4),
+        "nan": int(nan),
+        "inf": int(inf),
+        "fp16_overflow": int(over),
+        "outliers": int(outliers),
+        "dead_units": int(dead),
+        "duplicate_units": int(dup),
+    }
+
+
+def _single(a: np.ndarray, unit_axis: int | None) -> dict[str, Any]:
+    """Statistics of one (large) tensor: :func:`~onnxscope.weights.tensor_stats` plus outliers and duplicates."""
+    st = tensor_stats(a, unit_axis)
     outliers = 0
-    finite = st.count - st.nan - st.inf
-    if finite and not math.isnan(st.min):
-        f = a.reshape(-1)
-        lo, hi = st.min, st.max
-        least = 1e-4 * max(1.0, abs(lo), abs(hi))  # numpy refuses bins narrower than float32 precision
-        if hi - lo < least:
-            mid = (lo + hi) / 2
-            lo, hi = mid - least, mid + least
-        counts = np.zeros(bins, np.int64)
-        chunk = 1 << 22
-        clean = st.nan == 0 and st.inf == 0
-        wide = hi - lo > 1e30  # float32 bin edges would overflow
-        for s in range(0, f.size, chunk):
-            c = f[s : s + chunk]
-            if c.dtype.kind != "f" or c.dtype.itemsize < 4 or wide:
-                c = c.astype(np.float64 if wide else np.float32)
-            if not clean:
-                c = c[np.isfinite(c)]
-            counts += np.histogram(c, bins=bins, range=(lo, hi))[0]
-            if st.std > 0:
-                outliers += int(np.count_nonzero(np.abs(c - np.float32(st.mean)) > _OUTLIER_SIGMA * st.std))
-        hist = {"lo": _f(lo), "hi": _f(hi), "counts": counts.tolist()}
-    dup_units = 0
-    if w.unit_axis is not None and a.ndim >= 2 and a.dtype.kind in "fiub":
-        dup_units = _duplicate_units(a, w.unit_axis)
-    units = a.shape[w.unit_axis] if w.unit_axis is not None and a.ndim >= 2 else None
+    if st.std > 0 and max(st.max - st.mean, st.mean - st.min) > _OUTLIER_SIGMA * st.std:
+        flat = a.reshape(-1)
+        for s in range(0, flat.size, 1 << 22):
+            c = flat[s : s + (1 << 22)].astype(np.float64)
+            outliers += int(np.count_nonzero(np.abs(c[np.isfinite(c)] - st.mean) > _OUTLIER_SIGMA * st.std))
+    dup = 0
+    if unit_axis is not None and a.ndim >= 2 and a.dtype.kind in "fiub":
+        dup = _duplicate_units(a, unit_axis)
+    size = st.count
+    return _fields(
+        st.mean,
+        st.std,
+        st.min,
+        st.max,
+        round(st.sparsity * size),
+        size,
+        st.nan,
+        st.inf,
+        st.fp16_overflow,
+        outliers,
+        len(st.dead_units),
+        dup,
+    )
+
+
+def _stacked(stack: np.ndarray, unit_axis: int | None) -> list[dict[str, Any]]:
+    """The statistics of many small tensors of one shape at once (``stack`` is ``[tensors, *shape]``, float64);
+    the same numbers :func:`_single` gives for each."""
+    n = stack.shape[0]
+    flat = stack.reshape(n, -1)
+    size = flat.shape[1]
+    isnan, isinf = np.isnan(flat), np.isinf(flat)
+    nan, inf = isnan.sum(1), isinf.sum(1)
+    finite = ~(isnan | isinf)
+    if (nan + inf).any():
+        ok = np.where(finite, flat, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(ok, 1), np.nanstd(ok, 1)
+            lo, hi = np.nanmin(ok, 1), np.nanmax(ok, 1)
+    else:
+        mean, std, lo, hi = flat.mean(1), flat.std(1), flat.min(1), flat.max(1)
+    zeros = (flat == 0).sum(1)
+    over = ((np.abs(flat) > _FP16_MAX) & finite).sum(1)
+    with np.errstate(invalid="ignore"):
+        outliers = (
+            (np.abs(flat - mean[:, None]) > _OUTLIER_SIGMA * std[:, None]) & finite & (std[:, None] > 0)
+        ).sum(1)
+    dead = np.zeros(n, np.int64)
+    dup = np.zeros(n, np.int64)
+    if unit_axis is not None and stack.ndim >= 3:
+        rows = np.moveaxis(stack, 1 + unit_axis, 1).reshape(n, stack.shape[1 + unit_axis], -1)
+        live = np.any(rows != 0, axis=2)
+        dead = (~live).sum(1)
+        units = rows.shape[1]
+        if units > 1 and rows.shape[2]:
+            ids = _row_ids(rows.reshape(n * units, -1)).reshape(n, units)
+            ids = np.sort(np.where(live, ids, -1 - np.arange(units)), axis=1)  # dead units never match
+            dup = (ids[:, 1:] == ids[:, :-1]).sum(1)
+    return [
+        _fields(
+            mean[i],
+            std[i],
+            lo[i],
+            hi[i],
+            zeros[i],
+            size,
+            nan[i],
+            inf[i],
+            over[i],
+            outliers[i],
+            dead[i],
+            dup[i],
+        )
+        for i in range(n)
+    ]
+
+
+def _same_rows(flat: np.ndarray, names: list[str]) -> list[list[str]]:
+    """Groups of names whose rows of ``flat`` hold exactly the same values (two or more per group)."""
+    ids = _row_ids(flat)
+    groups: dict[int, list[str]] = {}
+    for i in np.flatnonzero(np.bincount(ids)[ids] > 1):
+        groups.setdefault(int(ids[i]), []).append(names[i])
+    return list(groups.values())
+
+
+def _histogram(a: np.ndarray, lo: float, hi: float, bins: int) -> dict[str, Any]:
+    """Counts of the finite values of ``a`` in ``bins`` equal bins over ``[lo, hi]``, read in chunks."""
+    least = 1e-4 * max(1.0, abs(lo), abs(hi))  # numpy refuses bins narrower than float32 precision
+    if hi - lo < least:
+        mid = (lo + hi) / 2
+        lo, hi = mid - least, mid + least
+    wide = hi - lo > 1e30  # float32 bin edges would overflow
+    counts = np.zeros(bins, np.int64)
+    flat = a.reshape(-1)
+    for s in range(0, flat.size, 1 << 22):
+        c = flat[s : s + (1 << 22)]
+        if c.dtype.kind != "f" or c.dtype.itemsize < 4 or wide:
+            c = c.astype(np.float64 if wide else np.float32)
+        counts += np.histogram(c[np.isfinite(c)], bins=bins, range=(lo, hi))[0]
+    return {"lo": _f(lo), "hi": _f(hi), "counts": counts.tolist()}
+
+
+def _base_row(model: Model, w: Weight, shape: tuple[int, ...], unit_axis: int | None) -> dict[str, Any]:
     q = w.quantization
     use = w.uses[0] if w.uses else None
     layer, op = (use.node, use.op) if use else ("", "")
-    if model.has_value(w.name):  # the layer it feeds, through Transpose/DequantizeLinear/Cast…
+    if use is not None and use.op not in WEIGHTED_OPS and model.has_value(w.name):
+        # the layer it feeds, through Transpose/DequantizeLinear/Cast…
         users = model.weighted_users(model.value(w.name))
         if users:
             layer, op = users[0].name or layer, users[0].op_type
-    row = {
+    return {
         "name": w.name,
         "role": w.role,
         "layer": layer,
         "op": op,
-        "shape": _shape_text(w.shape),
+        "shape": _shape_text(shape),
         "dtype": w.dtype,
-        "size": w.size,
+        "size": int(math.prod(shape)),
         "bytes": w.nbytes,
-        "mean": _f(st.mean),
-        "std": _f(st.std),
-        "min": _f(st.min),
-        "max": _f(st.max),
-        "absmax": _f(max(abs(st.min), abs(st.max))) if finite else None,
-        "sparsity": _f(st.sparsity, 4),
-        "nan": st.nan,
-        "inf": st.inf,
-        "fp16_overflow": st.fp16_overflow,
-        "outliers": outliers,
-        "units": units,
-        "dead_units": len(st.dead_units),
-        "duplicate_units": dup_units,
+        "units": shape[unit_axis] if unit_axis is not None and len(shape) >= 2 else None,
         "quantized": "" if q is None else f"{q.kind}{'' if q.axis is None else f' axis {q.axis}'}",
         "external": w.external or "",
     }
-    return row, hist, _quantiles(a) if finite else [None] * len(QUANTILES)
 
 
 def _quant_rows(model: Model) -> list[dict[str, Any]]:
@@ -321,8 +449,12 @@ def _quant_rows(model: Model) -> list[dict[str, Any]]:
     from onnxscope.weights import const_array
 
     rows = []
+    ops = {node.op_type for _, node, _, _ in _entries(model)}
+    if not ops & _QUANTIZING_OPS:
+        return rows
     for w in model.weights.values():
-        if not w.dtype.startswith(("int", "uint", "float8", "float4")):
+        dt = w.tensor.dtype
+        if dt.is_floating_point() and dt.bitwidth > 8 or dt == ir.DataType.STRING:
             continue
         q = w.quantization
         if q is None:
@@ -345,7 +477,7 @@ def _quant_rows(model: Model) -> list[dict[str, Any]]:
                 "zp_max": _f(zp.max()) if zp is not None and zp.size else None,
             }
         )
-    for n in model.all_nodes():
+    for _, n, _, _ in _entries(model):
         if n.op_type != "QuantizeLinear" or not n.inputs or is_const(n.inputs[0]):
             continue
         scale = const_array(n.inputs[1]) if len(n.inputs) > 1 else None
@@ -354,11 +486,7 @@ def _quant_rows(model: Model) -> list[dict[str, Any]]:
         s = np.asarray(scale[0], np.float64).reshape(-1)
         zpa = const_array(n.inputs[2]) if len(n.inputs) > 2 else None
         zp = None if zpa is None else np.asarray(zpa[0]).astype(np.float64).reshape(-1)
-        dtype = (
-            str(np.asarray(zpa[0]).dtype)
-            if zpa is not None
-            else (str(n.outputs[0].dtype.numpy()) if n.outputs[0].dtype is not None else "?")
-        )
+        dtype = _quantized_type(n)
         rows.append(
             {
                 "tensor": n.inputs[0].name or "",
@@ -378,12 +506,14 @@ def _quant_rows(model: Model) -> list[dict[str, Any]]:
     return rows
 
 
-def weights_audit(model: Model, bins: int = 64, histograms: int = 24) -> dict[str, Any]:
+def weights_audit(model: Model, bins: int = 64, histograms: int = 24, boxes: int = 160) -> dict[str, Any]:
     """Per-tensor statistics, histograms of the largest (and every flagged) layer weight, duplicates and
     findings (NaN/Inf, fp16 overflow, outliers beyond 6σ, dead and duplicate units), quantization parameters.
 
-    Returns ``{"rows", "histograms", "distribution", "duplicates", "quantization", "findings"}``;
-    ``distribution`` holds quantiles (:data:`QUANTILES`) of each layer weight in graph order.
+    Returns ``{"rows", "histograms", "distribution", "layer_weights", "duplicates", "quantization",
+    "findings"}``; ``distribution`` holds quantiles (:data:`QUANTILES`) of at most ``boxes`` layer weights, evenly
+    spaced in graph order out of ``layer_weights``. Small tensors are audited together, stacked by shape, so a
+    model of 100,000 nodes takes seconds.
 
     Example:
         >>> import onnxscope
@@ -393,28 +523,83 @@ def weights_audit(model: Model, bins: int = 64, histograms: int = 24) -> dict[st
         (['fc1.weight', 'fc1.bias'], [])
     """
     rows: list[dict[str, Any]] = []
-    hists: dict[str, dict[str, Any]] = {}
-    quant: dict[str, list[float | None]] = {}
+    pending: dict[tuple[Any, ...], list[tuple[int, Weight]]] = {}
+    others: dict[tuple[Any, ...], list[Weight]] = {}  # the rest, by element type and shape (for duplicates)
     for w in model.weights.values():
-        if w.dtype == "string" or w.size == 0:
+        dt = w.tensor.dtype
+        if dt == ir.DataType.STRING:
             continue
-        row, hist, q = _weight_entry(model, w, bins)
+        shape = tuple(int(d) for d in w.tensor.shape)
+        size = int(math.prod(shape))
+        if size == 0:
+            continue
+        unit_axis = w.unit_axis
+        row = _base_row(model, w, shape, unit_axis)
         rows.append(row)
-        if hist is not None:
-            hists[w.name] = hist
-        quant[w.name] = q
-    layer_roles = {"weight", "quantized weight", "embedding", "recurrence_weight"}
-    layer_rows = [r for r in rows if r["role"] in layer_roles and r["size"] > 1]
+        if size <= _SMALL and dt.is_floating_point() and not row["quantized"]:
+            pending.setdefault((shape, unit_axis, dt), []).append((len(rows) - 1, w))
+        else:
+            row.update(_single(np.asarray(w.values()), unit_axis))
+            if size > 1:
+                others.setdefault((dt, shape), []).append(w)
+    order_of = {r["name"]: i for i, r in enumerate(rows)}
+    dups: list[list[str]] = []
+    same_shape: dict[tuple[Any, ...], list[tuple[np.ndarray, list[str]]]] = {}
+    for key, items in pending.items():
+        unit_axis = key[1]
+        stack = np.stack([np.asarray(w.numpy()).astype(np.float64) for _, w in items])
+        for (i, _), fields in zip(items, _stacked(stack, unit_axis), strict=True):
+            rows[i].update(fields)
+        if stack[0].size > 1:
+            same_shape.setdefault((stack.shape[1:], key[2]), []).append((stack, [w.name for _, w in items]))
+    for parts in same_shape.values():  # duplicates among all the small tensors of one shape and type
+        flat = np.concatenate([st.reshape(st.shape[0], -1) for st, _ in parts])
+        dups.extend(_same_rows(flat, [n for _, names in parts for n in names]))
+    for ws in others.values():
+        if len(ws) > 1:
+            by_digest: dict[str, list[str]] = {}
+            for w in ws:
+                by_digest.setdefault(w.digest(), []).append(w.name)
+            dups.extend(g for g in by_digest.values() if len(g) > 1)
+    dups.sort(key=lambda g: order_of[g[0]])
+
+    layer_rows = [r for r in rows if r["role"] in _LAYER_ROLES and r["size"] > 1]
     flagged = [
         r
         for r in layer_rows
         if r["nan"] or r["inf"] or r["fp16_overflow"] or r["dead_units"] or r["duplicate_units"]
     ]
-    shown = list(dict.fromkeys([r["name"] for r in flagged] + [r["name"] for r in layer_rows]))
-    biggest = {r["name"] for r in sorted(layer_rows, key=lambda r: -r["size"])[:histograms]}
-    shown = [n for n in shown if n in biggest or any(n == r["name"] for r in flagged)][:histograms]
-    order = {r["name"]: i for i, r in enumerate(rows)}
-    shown.sort(key=order.__getitem__)
+    biggest = sorted(layer_rows, key=lambda r: -r["size"])[:histograms]
+    order = order_of
+    shown = sorted({r["name"] for r in [*flagged, *biggest]}, key=order.__getitem__)[:histograms]
+    hists = {}
+    for name in shown:
+        r = rows[order[name]]
+        if r["min"] is not None:
+            hists[name] = {
+                **_histogram(np.asarray(model.weights[name].values()), r["min"], r["max"], bins),
+                "role": r["role"],
+            }
+    picked = layer_rows
+    if len(layer_rows) > boxes:
+        picked = [
+            layer_rows[i] for i in np.unique(np.linspace(0, len(layer_rows) - 1, boxes).round().astype(int))
+        ]
+    distribution = [
+        {"name": r["name"], "q": _quantiles(np.asarray(model.weights[r["name"]].values()))} for r in picked
+    ]
+    return {
+        "rows": rows,
+        "histograms": hists,
+        "distribution": distribution,
+        "layer_weights": len(layer_rows),
+        "duplicates": dups,
+        "quantization": _quant_rows(model),
+        "findings": _weight_findings(rows, dups),
+    }
+
+
+def _weight_findings(rows: list[dict[str, Any]], dups: list[list[str]]) -> list[dict[str, str]]:
     findings: list[dict[str, str]] = []
     overflowing_constants: list[str] = []
     for r in rows:
@@ -427,21 +612,23 @@ def weights_audit(model: Model, bins: int = 64, histograms: int = 24) -> dict[st
             )
         elif r["fp16_overflow"]:
             overflowing_constants.append(r["name"])
-        if r["dead_units"] and r["role"] in layer_roles:
+        if r["role"] not in _LAYER_ROLES:
+            continue
+        if r["dead_units"]:
             findings.append(
                 {
                     "level": "warning",
                     "text": f"{where}: {r['dead_units']} of {r['units']} units all zero (dead)",
                 }
             )
-        if r["duplicate_units"] and r["role"] in layer_roles:
+        if r["duplicate_units"]:
             findings.append(
                 {
                     "level": "warning",
                     "text": f"{where}: {r['duplicate_units']} of {r['units']} units repeat another unit exactly",
                 }
             )
-        if r["outliers"] and r["role"] in layer_roles:
+        if r["outliers"]:
             findings.append(
                 {
                     "level": "info",
@@ -453,28 +640,16 @@ def weights_audit(model: Model, bins: int = 64, histograms: int = 24) -> dict[st
         findings.append(
             {
                 "level": "info",
-                "text": f"{len(overflowing_constants)} constant(s) that are not parameters hold values beyond float16's "
-                f"range (e.g. mask fill values; a float16 conversion makes them ±inf): "
+                "text": f"{len(overflowing_constants)} constant(s) that are not parameters hold values beyond "
+                f"float16's range (e.g. mask fill values; a float16 conversion makes them ±inf): "
                 f"{', '.join(overflowing_constants[:5])}",
             }
         )
-    dups = model.weights.duplicates()
     for g in dups:
         findings.append(
             {"level": "info", "text": f"identical tensors stored {len(g)} times: {', '.join(g[:6])}"}
         )
-    return {
-        "rows": rows,
-        "histograms": {
-            n: {**hists[n], "role": next(r["role"] for r in rows if r["name"] == n)}
-            for n in shown
-            if n in hists
-        },
-        "distribution": [{"name": r["name"], "q": quant[r["name"]]} for r in layer_rows],
-        "duplicates": dups,
-        "quantization": _quant_rows(model),
-        "findings": findings,
-    }
+    return findings
 
 
 # -- structure -----------------------------------------------------------------------------------------------
@@ -683,8 +858,13 @@ def _segment(
     cost: dict[str, Any],
     residual_index: list[int],
 ) -> dict[str, Any]:
-    mods = [model.module_of(node_of[p]) for p in paths if p in node_of and node_of[p].op_type != "Constant"]
     rows = [cost[p] for p in paths if p in cost]
+    if rows:  # the profile already resolved each node's module
+        mods = [r.module for r in rows if r.op != "Constant"]
+    else:
+        mods = [
+            model.module_of(node_of[p]) for p in paths if p in node_of and node_of[p].op_type != "Constant"
+        ]
     return {
         "kind": kind,
         "module": _common_module(mods),

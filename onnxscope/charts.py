@@ -28,6 +28,7 @@ __all__ = [
     "attention_heads",
     "comparison_depth",
     "error_ranking",
+    "main_path",
     "op_histogram",
     "profile_by_op",
     "profile_depth",
@@ -254,10 +255,12 @@ def _bxp(ax: Any, dist: Sequence[Mapping[str, Any]], color: str) -> None:
         )
 
 
-def weight_distribution(dist: Sequence[Mapping[str, Any]]) -> str:
-    """Box per layer weight in graph order: quartiles, whiskers at the 1st/99th percentile, dots at 0.1/99.9."""
+def weight_distribution(dist: Sequence[Mapping[str, Any]], total: int | None = None) -> str:
+    """Box per layer weight in graph order: quartiles, whiskers at the 1st/99th percentile, dots at 0.1/99.9
+    (``total``: how many layer weights there are, when ``dist`` holds a subset)."""
     idx = _thin(len(dist), 160)
     shown = [dist[i] for i in idx]
+    total = len(dist) if total is None else total
     import matplotlib
 
     names = [_short(d["name"], 28) for d in shown] if len(shown) <= 40 else []
@@ -268,7 +271,7 @@ def weight_distribution(dist: Sequence[Mapping[str, Any]]) -> str:
         _bxp(ax, shown, BLUE)
         ax.set_xlim(-1, len(shown))
         ax.set_ylabel("value")
-        thinned = "" if len(shown) == len(dist) else f", {len(shown)} of {len(dist)} shown"
+        thinned = "" if len(shown) == total else f", {len(shown)} of {total:,} shown"
         ax.set_xlabel(f"layer weight (graph order{thinned})")
         if names:
             ax.set_xticks(range(len(shown)), names, rotation=60, ha="right")
@@ -425,6 +428,32 @@ def attention_heads(m: np.ndarray, block: str, cols: int = 6) -> str:
         fig.colorbar(im, cax=cax, label="probability")
         ax.set_title(f"{_short(block, 60)}: {heads} heads (query ↓, key →)", fontsize=8)
     return _svg(fig, f"attention maps of {block}")
+
+
+def main_path(segments: Sequence[Mapping[str, Any]]) -> str:
+    """MACs of each main-path segment, coloured by kind (plain layers, residual, dense, with attention)."""
+    idx = _thin(len(segments), MAX_POINTS)
+    shown = [segments[i] for i in idx]
+    kinds = {"layers": GREY, "residual": BLUE, "dense": ORANGE, "attention": "#8e44ad"}
+    import matplotlib
+
+    fig = _figure(9.5, 2.3, left=0.8)
+    with matplotlib.rc_context(_RC):
+        ax = fig.add_subplot()
+        xs = np.arange(len(shown))
+        kind_of = ["attention" if s["attention"] else s["kind"].split(" ")[0] for s in shown]
+        for kind, color in kinds.items():
+            sel = [i for i, k in enumerate(kind_of) if k == kind]
+            if sel:
+                label = {"layers": "plain layers", "attention": "residual with attention"}.get(kind, kind)
+                ax.bar(xs[sel], [max(shown[i]["macs"], 0) for i in sel], color=color, width=0.8, label=label)
+        ax.set_xlim(-1, max(1, len(shown)))
+        ax.set_ylabel("MACs")
+        thinned = "" if len(shown) == len(segments) else f", {len(shown)} of {len(segments)} shown"
+        ax.set_xlabel(f"main-path segment (graph order{thinned})")
+        ax.legend(loc="upper right", ncols=4)
+        ax.set_title("Main path: compute per block")
+    return _svg(fig, "MACs per main-path segment")
 
 
 def comparison_depth(rows: Sequence[Mapping[str, Any]], first: str | None) -> str:

@@ -266,12 +266,9 @@ class _Shapes:
         if v.const_value is not None:
             return tuple(int(d) for d in v.const_value.shape)
         if v.shape is not None:
-            shape = tuple(
-                self.dims.get(d.value, d.value) if isinstance(d, ir.SymbolicDim) else d for d in v.shape
-            )
-            got = _concrete(shape)
-            if got is not None:
-                return got
+            shape = tuple(d if type(d) is int else self.dims.get(d.value, d.value) for d in v.shape)
+            if all(type(d) is int and d >= 0 for d in shape):
+                return shape  # type: ignore[return-value]
         if not v.name:
             return None
         return self._inferred().get(v.name)
@@ -589,14 +586,6 @@ def _flops(node: ir.Node, op: str, shape: _Shapes, out: Shape | None) -> int | N
 
 
 # -- the profile ---------------------------------------------------------------------------------------------
-def _is_folded(node: ir.Node) -> bool:
-    """Computed from constants alone (a runtime folds it)."""
-    if node.op_type == "Constant":
-        return True
-    ins = [v for v in node.inputs if v is not None]
-    return bool(ins) and all(_source(v) is not None or _constant_tensor(v) is not None for v in ins)
-
-
 def profile(graph: Graph, dims: Mapping[str, int] | None = None) -> Profile:
     """Parameters, MACs, FLOPs and activation memory of every node (see the module docstring for conventions).
 
@@ -639,12 +628,16 @@ def profile(graph: Graph, dims: Mapping[str, int] | None = None) -> Profile:
     unknown: list[str] = []
     for path, node, scope, _ in _entries(graph):
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        folded = _is_folded(node)
+        sources = [_source(v) if v is not None else None for v in node.inputs]
+        # computed from constants alone (a runtime folds it)
+        folded = node.op_type == "Constant" or (
+            any(v is not None for v in node.inputs)
+            and all(src is not None for v, src in zip(node.inputs, sources, strict=True) if v is not None)
+        )
         params = buffers = 0
         if not folded:
             qparams = _QPARAM_ROLES.get(node.op_type, set())
-            for i, v in enumerate(node.inputs):
-                src = _source(v)
+            for i, src in enumerate(sources):
                 if src is None:
                     continue
                 value, tensor, via_dq = src

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import hashlib
 import html
@@ -97,9 +98,10 @@ class _Page:
         page: int = 25,
         caption: str = "",
     ) -> str:
+        keys = [k for k, _, _ in columns]
         self.tables[tid] = {
             "columns": [{"key": k, "label": label, "type": t} for k, label, t in columns],
-            "rows": [[r.get(k) for k, _, _ in columns] for r in rows],
+            "rows": [list(map(r.get, keys)) for r in rows],
             "sort": list(sort) if sort else None,
             "page": page,
         }
@@ -239,7 +241,10 @@ def _weights(page: _Page, model: Model, histograms: int) -> None:
             f"{len(w['histograms'])} layer weights (the largest, and every flagged one); log count axis",
         )
     if w["distribution"]:
-        body += _figure(charts.weight_distribution(w["distribution"]), "distribution of each layer weight")
+        body += _figure(
+            charts.weight_distribution(w["distribution"], w["layer_weights"]),
+            "distribution of each layer weight",
+        )
     body += "<h3>Per-tensor statistics</h3>" + page.table(
         "weights",
         [
@@ -327,7 +332,12 @@ def _structure(page: _Page, model: Model, prof: Profile) -> None:
         if len(segs) > _BLOCK_CARDS
         else ""
     )
-    body += "<h3>Main path</h3>" + f'<ol class="blocks">{"".join(cards)}</ol>{more}'
+    body += "<h3>Main path</h3>"
+    if len(segs) >= 3:
+        body += _figure(
+            charts.main_path(segs), "one bar per block of the main path; the blocks are listed below"
+        )
+    body += f'<ol class="blocks">{"".join(cards)}</ol>{more}'
     if len(segs) > _BLOCK_CARDS:
         body += page.table(
             "segments",
@@ -531,19 +541,57 @@ def render(
     histograms: int = 24,
     heatmaps: int = 12,
     store_label: str | None = None,
+    timings: dict[str, float] | None = None,
 ) -> str:
     """The report's HTML text (see :func:`report`, which writes it; ``stats`` is a dataset store's
-    ``all_stats()``)."""
+    ``all_stats()``; ``timings``, when given, receives the seconds each step took)."""
     t0 = time.perf_counter()
     m = model if isinstance(model, Model) else load(model)
     if sample < 0:
         raise InputError(f"sample {sample}: must be >= 0")
+    collecting = gc.isenabled()
+    gc.disable()  # hundreds of thousands of small objects: the cyclic collector would rescan them again and again
+    try:
+        return _render(
+            m, capture, stats, comparison, dims, sample, title, histograms, heatmaps, store_label, t0, timings
+        )
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _render(
+    m: Model,
+    capture: Any,
+    stats: Mapping[str, Any] | None,
+    comparison: Any,
+    dims: Mapping[str, int] | None,
+    sample: int,
+    title: str | None,
+    histograms: int,
+    heatmaps: int,
+    store_label: str | None,
+    t0: float,
+    timings: dict[str, float] | None,
+) -> str:
+    clock = [time.perf_counter()]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[step] = now - clock[0]
+        clock[0] = now
+
     sizes, notes = _dims(m, dims, capture)
     prof = profile(m, sizes)
+    lap("profile")
     page = _Page()
     _model_card(page, m, prof, notes)
+    lap("model card")
     _weights(page, m, histograms)
+    lap("weights")
     _structure(page, m, prof)
+    lap("structure")
     if capture is not None:
         n_inputs = next((np.asarray(a).shape[0] for a in capture.inputs.values() if np.ndim(a)), 1)
         acts = audit.activations_from_capture(m, capture, sample=sample, heatmaps=heatmaps)
@@ -555,12 +603,15 @@ def render(
             acts,
             f"From the running statistics of a dataset store{': ' + store_label if store_label else ''}.",
         )
+    lap("activations")
     if comparison is not None:
         data = comparison.to_dict() if hasattr(comparison, "to_dict") else comparison
         _comparison(page, audit.check_comparison(data))
+    lap("comparison")
     name = title or (os.path.basename(m.path) if m.path else (m.ir.graph.name or "model"))
-    elapsed = time.perf_counter() - t0
-    return _html(page, name, elapsed)
+    text = _html(page, name, time.perf_counter() - t0)
+    lap("html")
+    return text
 
 
 def _html(page: _Page, name: str, elapsed: float) -> str:
@@ -684,5 +735,10 @@ def report(
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(
+            tmp, 0o666 & ~umask
+        )  # a page to share: readable like any new file, not 0600 as mkstemp leaves it
 
     return atomic_write(out, write)
