@@ -25,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.costs import Profile
+from onnxscope.errors import InputError
 from onnxscope.graph import WEIGHTED_OPS
 from onnxscope.model import Model
 from onnxscope.paths import _entries
@@ -983,8 +984,6 @@ def activations_from_capture(
         a = np.asarray(cap.attention(b), np.float32)
         a = a.reshape(-1, *a.shape[-3:])
         if sample >= a.shape[0]:
-            from onnxscope.errors import InputError
-
             raise InputError(f"sample {sample} out of range: the capture holds {a.shape[0]} input(s)")
         m = a[sample]
         maps.append(
@@ -1080,8 +1079,6 @@ def check_comparison(data: Mapping[str, Any]) -> dict[str, Any]:
         >>> c["rows"][0]["b_tensor"], c["first_divergence"]
         ('h', 'h')
     """
-    from onnxscope.errors import InputError
-
     if "rows" not in data:
         raise InputError("a comparison needs 'rows': one mapping per aligned pair of tensors")
     rows = []
