@@ -28,7 +28,6 @@ from onnxscope.costs import Profile
 from onnxscope.errors import InputError
 from onnxscope.graph import WEIGHTED_OPS
 from onnxscope.model import Model
-from onnxscope.paths import _entries
 from onnxscope.patterns import FUSED_ATTENTION, LAYER_OPS, AttentionBlock, find_attention, find_residuals
 from onnxscope.stats import SATURATING, RunningStats, unit_axis_for
 from onnxscope.weights import Weight, is_const, tensor_stats
@@ -165,7 +164,7 @@ def quantization_format(model: Model) -> dict[str, Any]:
         >>> quantization_format(onnxscope.Model(mlp_model()))["format"]
         'none'
     """
-    nodes = [node for _, node, _, _ in _entries(model)]
+    nodes = [e.node for e in model.entries]
     ops = Counter(n.op_type for n in nodes)
     formats = []
     if ops["QuantizeLinear"] or ops["DequantizeLinear"]:
@@ -450,7 +449,7 @@ def _quant_rows(model: Model) -> list[dict[str, Any]]:
     from onnxscope.weights import const_array
 
     rows = []
-    ops = {node.op_type for _, node, _, _ in _entries(model)}
+    ops = {e.node.op_type for e in model.entries}
     if not ops & _QUANTIZING_OPS:
         return rows
     for w in model.weights.values():
@@ -478,7 +477,7 @@ def _quant_rows(model: Model) -> list[dict[str, Any]]:
                 "zp_max": _f(zp.max()) if zp is not None and zp.size else None,
             }
         )
-    for _, n, _, _ in _entries(model):
+    for n in (e.node for e in model.entries):
         if n.op_type != "QuantizeLinear" or not n.inputs or is_const(n.inputs[0]):
             continue
         scale = const_array(n.inputs[1]) if len(n.inputs) > 1 else None
@@ -737,10 +736,10 @@ def structure(model: Model, prof: Profile | None = None) -> dict[str, Any]:
         >>> s["residuals"], [seg["main"] for seg in s["segments"]]
         ([], ['Gemm → Relu → Gemm'])
     """
-    entries = _entries(model)
-    top = [(path, node) for path, node, prefix, _ in entries if not prefix]
+    entries = model.entries
+    top = [(e.path, e.node) for e in entries if not e.prefix]
     pos = {path: i for i, (path, _) in enumerate(top)}
-    node_of = {path: node for path, node, _, _ in entries}
+    node_of = {e.path: e.node for e in entries}
     cost = {r.node: r for r in prof.layers} if prof is not None else {}
     residuals = find_residuals(model)
     blocks = find_attention(model)
@@ -886,7 +885,7 @@ def _order(model: Model | None) -> dict[str, int]:
     if model is None:
         return {}
     out: dict[str, int] = {}
-    for i, (path, node, prefix, _) in enumerate(_entries(model)):
+    for i, (path, node, prefix, *_) in enumerate(model.entries):
         for v in node.outputs:
             if v.name:
                 out.setdefault(prefix + v.name, i)

@@ -1,8 +1,8 @@
 """Per-layer cost profile: parameters, multiply-accumulates (MACs), FLOPs and activation memory of every node.
 
-Counts come from static shapes: the shapes the model carries (symbolic dimensions sized by ``dims``), else ONNX
-shape inference run once on a *clone* of the model whose inputs get the sizes in ``dims`` — the user's model is
-never modified.
+Counts come from static shapes: the shapes the model carries, else :meth:`Graph.shape` (ONNX shape inference on a
+clone), symbolic dimensions sized by ``dims``; where a shape derives from free input dimensions (``batch*seq``),
+shape inference once more on a clone whose inputs get the sizes in ``dims``. The user's model is never modified.
 
 Conventions (one MAC = one multiply and one add = 2 FLOPs):
 
@@ -51,8 +51,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.errors import InputError
-from onnxscope.graph import WEIGHT_TRANSFORMS, Graph, attr
-from onnxscope.paths import _entries
+from onnxscope.graph import Graph, attr
 
 __all__ = ["FLOPS_PER_ELEMENT", "LayerCost", "Profile", "profile"]
 
@@ -121,8 +120,16 @@ _QPARAM_ROLES = {
     "MatMulInteger": {2, 3},
     "ConvInteger": {2, 3},
     "BatchNormalization": {3, 4},  # running mean and variance: buffers, not parameters
+    "DynamicQuantizeLSTM": {8, 9, 10, 11},
 }
-_INT_WEIGHT = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "MatMulInteger": 1, "ConvInteger": 1}
+_INT_WEIGHT = {
+    "QLinearConv": {3},
+    "QLinearMatMul": {3},
+    "QGemm": {3},
+    "MatMulInteger": {1},
+    "ConvInteger": {1},
+    "DynamicQuantizeLSTM": {1, 2},  # com.microsoft: int8 W and R
+}
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,10 @@ def _concrete(shape: tuple[Any, ...] | None) -> Shape | None:
     return tuple(int(d) for d in shape)
 
 
+def _name_of(d: Any) -> Any:
+    return d.value if isinstance(d, ir.SymbolicDim) else d
+
+
 class _Shapes:
     """Concrete static shapes: the model's own (symbolic names replaced by ``dims``), else shape inference run
     once on a clone whose inputs are concrete — the user's model is never modified."""
@@ -265,10 +276,13 @@ class _Shapes:
             return None
         if v.const_value is not None:
             return tuple(int(d) for d in v.const_value.shape)
-        if v.shape is not None:
-            shape = tuple(d if type(d) is int else self.dims.get(d.value, d.value) for d in v.shape)
-            if all(type(d) is int and d >= 0 for d in shape):
-                return shape  # type: ignore[return-value]
+        for shape in (v.shape, None):
+            if shape is None:  # what the model carries is not enough: ask the graph (inference on its clone)
+                shape = self.graph.shape(v)
+            if shape is not None:
+                sized = tuple(d if type(d) is int else self.dims.get(_name_of(d), d) for d in shape)
+                if not any(_free(d) for d in sized):
+                    return sized  # type: ignore[return-value]
         if not v.name:
             return None
         return self._inferred().get(v.name)
@@ -279,18 +293,37 @@ class _Shapes:
         return self._clone
 
 
-def _input_dims(model: ir.Model) -> dict[str, list[str]]:
-    """Symbolic (or unnamed unknown) dimensions of the graph inputs: dim key → the inputs that use it."""
-    out: dict[str, list[str]] = {}
+def _free(d: Any) -> bool:
+    """A dimension without a size: symbolic, unnamed, or declared -1/0."""
+    return not (type(d) is int and d > 0)
+
+
+def _dim_key(v: ir.Value, axis: int, d: Any) -> str:
+    """How ``dims`` names a free input dimension: its symbolic name, else ``input:axis``."""
+    name = d.value if isinstance(d, ir.SymbolicDim) else None
+    return name if name and name != "?" else f"{v.name}:{axis}"
+
+
+def _size_of(v: ir.Value, axis: int, d: Any, dims: Mapping[str, int]) -> Any:
+    """The size ``dims`` gives an input dimension (by ``input:axis`` first, then by name), else ``d``."""
+    for key in (f"{v.name}:{axis}", _dim_key(v, axis, d)):
+        if key in dims:
+            return int(dims[key])
+    return d
+
+
+def _graph_inputs(model: ir.Model) -> list[ir.Value]:
     inits = model.graph.initializers
-    for v in model.graph.inputs:
-        if v.name in inits or v.shape is None:
-            continue
-        for axis, d in enumerate(v.shape):
-            if isinstance(d, int):
-                continue
-            key = d.value if isinstance(d, ir.SymbolicDim) and d.value else f"{v.name}:{axis}"
-            out.setdefault(key, []).append(v.name or "")
+    return [v for v in model.graph.inputs if v.name not in inits and v.shape is not None]
+
+
+def _input_dims(model: ir.Model) -> dict[str, list[str]]:
+    """Free dimensions of the graph inputs (symbolic, unnamed, -1/0): dim key → the inputs that use it."""
+    out: dict[str, list[str]] = {}
+    for v in _graph_inputs(model):
+        for axis, d in enumerate(v.shape):  # type: ignore[arg-type]
+            if _free(d):
+                out.setdefault(_dim_key(v, axis, d), []).append(v.name or "")
     return out
 
 
@@ -299,28 +332,19 @@ def _infer_on_clone(model: ir.Model, dims: Mapping[str, int]) -> dict[str, Shape
     from onnx_ir.passes.common import ShapeInferencePass
 
     clone = model.clone()
-    inits = clone.graph.initializers
-    for v in clone.graph.inputs:
-        if v.name in inits or v.shape is None:
-            continue
-        new = []
-        for axis, d in enumerate(v.shape):
-            if isinstance(d, int):
-                new.append(d)
-                continue
-            key = d.value if isinstance(d, ir.SymbolicDim) and d.value else f"{v.name}:{axis}"
-            new.append(int(dims[key]) if key in dims else d)
-        v.shape = ir.Shape(new)
-    for g in clone.graphs():  # forget the symbolic shapes so inference writes concrete ones
+    for v in _graph_inputs(clone):
+        v.shape = ir.Shape([_size_of(v, axis, d, dims) for axis, d in enumerate(v.shape)])  # type: ignore[arg-type]
+    for g in clone.graphs():  # forget the shapes that are not concrete, so inference writes concrete ones
         for n in g:
             for v in n.outputs:
-                if (
-                    v.shape is not None
-                    and _concrete(tuple(d if isinstance(d, int) else None for d in v.shape)) is None
-                ):
+                if v.shape is not None and any(_free(d) for d in v.shape):
                     v.shape = None
     ShapeInferencePass(strict_mode=False)(clone)
-    out: dict[str, Shape | None] = {}
+    out: dict[str, Shape | None] = {
+        v.name: _concrete(tuple(d if isinstance(d, int) else None for d in v.shape))  # type: ignore[union-attr]
+        for v in _graph_inputs(clone)
+        if v.name
+    }
     for g in clone.graphs():
         for n in g:
             for v in n.outputs:
@@ -341,22 +365,83 @@ def _constant_tensor(v: ir.Value) -> ir.TensorProtocol | None:
     return None
 
 
-def _source(v: ir.Value | None) -> tuple[ir.Value, ir.TensorProtocol, bool] | None:
-    """The stored tensor behind a constant input (through Transpose, Cast, DequantizeLinear…), and whether a
-    DequantizeLinear was crossed; ``None`` for a computed input."""
-    dq = False
-    for _ in range(16):
-        if v is None:
-            return None
+def _is_stored(v: ir.Value, folded: set[int]) -> bool:
+    """Whether ``v`` is a stored tensor or computed from stored tensors alone."""
+    if _constant_tensor(v) is not None:
+        return True
+    node = v.producer()
+    return node is not None and id(node) in folded
+
+
+_DATA_ONLY = frozenset(
+    {
+        "DequantizeLinear",
+        "QuantizeLinear",
+        "Cast",
+        "CastLike",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Flatten",
+        "Expand",
+        "Tile",
+    }
+)
+
+
+def _stored(v: ir.Value, folded: set[int]) -> list[tuple[ir.TensorProtocol, bool]]:
+    """The stored tensors that ``v`` is computed from through folded nodes, each with whether an integer tensor
+    was turned into real values on the way (DequantizeLinear, or a Cast to float then a scale: weight-only).
+
+    Quantization parameters are not followed: only the data input of Q/DQ, Cast, layout ops, and the larger
+    operand of an element-wise op (a weight, not its per-channel scale)."""
+    out: list[tuple[ir.TensorProtocol, bool]] = []
+    stack = [(v, False)]
+    while stack:
+        v, converted = stack.pop()
         t = _constant_tensor(v)
         if t is not None:
-            return v, t, dq
+            out.append((t, converted))
+            continue
         node = v.producer()
-        if node is None or node.op_type not in WEIGHT_TRANSFORMS or node.domain not in ("", "ai.onnx"):
-            return None
-        dq = dq or node.op_type == "DequantizeLinear"
-        v = node.inputs[0]
-    return None
+        if node is None or id(node) not in folded:
+            continue
+        ins = [i for i in node.inputs if i is not None]
+        if not ins:
+            continue
+        if node.op_type in _DATA_ONLY:
+            to_float = node.op_type == "DequantizeLinear" or (
+                node.op_type in ("Cast", "CastLike") and _to_float(node)
+            )
+            stack.append((ins[0], converted or to_float))
+        elif node.op_type in ("Mul", "Div", "Add", "Sub") and len(ins) == 2:
+            sizes = [_stored_size(i, folded) for i in ins]
+            stack.append((ins[0] if sizes[0] >= sizes[1] else ins[1], converted))
+        else:
+            stack.extend((i, converted) for i in ins)
+    return out
+
+
+def _to_float(node: ir.Node) -> bool:
+    """Whether a Cast (``to``) or CastLike (its second input's type) produces floating-point values."""
+    if node.op_type == "Cast":
+        to = attr(node, "to", None)
+        return to is not None and ir.DataType(int(to)).is_floating_point()
+    like = node.inputs[1] if len(node.inputs) > 1 else None
+    return like is not None and like.dtype is not None and like.dtype.is_floating_point()
+
+
+def _stored_size(v: ir.Value, folded: set[int], depth: int = 8) -> int:
+    """Elements of the largest stored tensor ``v`` is computed from (through folded nodes), 0 if none."""
+    t = _constant_tensor(v)
+    if t is not None:
+        return int(math.prod(int(d) for d in t.shape))
+    node = v.producer()
+    if node is None or id(node) not in folded or depth == 0:
+        return 0
+    return max((_stored_size(i, folded, depth - 1) for i in node.inputs if i is not None), default=0)
 
 
 def _is_float(t: ir.TensorProtocol) -> bool:
@@ -481,12 +566,16 @@ def _macs(node: ir.Node, op: str, shape: _Shapes, out: Shape | None) -> tuple[in
         eq = attr(node, "equation", "")
         eq = eq.decode() if isinstance(eq, bytes) else eq
         return _einsum_macs(eq, shapes), 0  # type: ignore[arg-type]
-    if op in _GATES:
+    if op in _GATES or op == "DynamicQuantizeLSTM":
         x, w = shape(ins[0]), shape(ins[1])
         if x is None or w is None or len(x) != 3 or len(w) != 3:
             return None, 0
         seq, batch = (x[1], x[0]) if attr(node, "layout", 0) else (x[0], x[1])
-        dirs, gh, inp = w
+        if op == "DynamicQuantizeLSTM":  # onnxruntime's layout: W is [directions, input, 4·hidden]
+            dirs, inp, gh = w
+            op = "LSTM"
+        else:
+            dirs, gh, inp = w
         h = gh // _GATES[op]
         steps = dirs * seq * batch
         ew = steps * ({"LSTM": 2 * gh + 3 * h + 3 * h, "GRU": 2 * gh + 4 * h, "RNN": 2 * h}[op])
@@ -613,47 +702,59 @@ def profile(graph: Graph, dims: Mapping[str, int] | None = None) -> Profile:
         if not isinstance(d, (int, np.integer)) or int(d) <= 0:
             raise InputError(f"dims[{k!r}] = {d!r}: a dimension size must be a positive integer")
     needed = _input_dims(graph.ir)
-    missing = [k for k in needed if k not in dims]
+    missing = list(
+        dict.fromkeys(
+            _dim_key(v, axis, d)
+            for v in _graph_inputs(graph.ir)
+            for axis, d in enumerate(v.shape)  # type: ignore[arg-type]
+            if _free(d) and _size_of(v, axis, d, dims) is d
+        )
+    )
     if missing:
         k = missing[0]
         example = ", ".join(f"{m!r}: 1" for m in missing)
         what = f"symbolic dimension {k!r}" if ":" not in k else f"an unnamed dimension (key {k!r})"
         raise InputError(f"input {needed[k][0]!r} has {what}: pass its size, e.g. dims={{{example}}}")
-    unused = [k for k in dims if k not in needed]
-    if unused and needed:
+    axes = {f"{v.name}:{axis}" for v in _graph_inputs(graph.ir) for axis in range(len(v.shape))}  # type: ignore[arg-type]
+    unused = [k for k in dims if k not in needed and k not in axes]
+    if unused:
         raise InputError(f"dims {unused} name no input dimension; the model's are {sorted(needed)}")
     shape = _Shapes(graph, dims)
     seen: set[int] = set()
+    folded_nodes: set[int] = set()
     layers: list[LayerCost] = []
     unknown: list[str] = []
-    for path, node, scope, _ in _entries(graph):
+    for e in graph.entries:
+        path, node, scope = e.path, e.node, e.prefix
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        sources = [_source(v) if v is not None else None for v in node.inputs]
         # computed from constants alone (a runtime folds it)
         folded = node.op_type == "Constant" or (
             any(v is not None for v in node.inputs)
-            and all(src is not None for v, src in zip(node.inputs, sources, strict=True) if v is not None)
+            and all(v is None or _is_stored(v, folded_nodes) for v in node.inputs)
         )
         params = buffers = 0
-        if not folded:
+        if folded:
+            folded_nodes.add(id(node))
+        else:
             qparams = _QPARAM_ROLES.get(node.op_type, set())
-            for i, src in enumerate(sources):
-                if src is None:
+            for i, v in enumerate(node.inputs):
+                if v is None:
                     continue
-                value, tensor, via_dq = src
-                key = id(tensor)
-                if key in seen:
-                    continue
-                size = int(math.prod(int(d) for d in tensor.shape))
-                if i in qparams:
-                    if node.op_type == "BatchNormalization":
+                for tensor, converted in _stored(v, folded_nodes):
+                    key = id(tensor)
+                    if key in seen:
+                        continue
+                    size = int(math.prod(int(d) for d in tensor.shape))
+                    if i in qparams:
+                        if node.op_type == "BatchNormalization":
+                            seen.add(key)
+                            buffers += size
+                        continue
+                    # integers count when dequantized on the way (QDQ, weight-only Cast·Mul) or read as weights
+                    learnable = _is_float(tensor) or converted or i in _INT_WEIGHT.get(node.op_type, ())
+                    if learnable and size > 1:
                         seen.add(key)
-                        buffers += size
-                    continue
-                learnable = _is_float(tensor) or via_dq or _INT_WEIGHT.get(node.op_type) == i
-                if learnable and size > 1:
-                    seen.add(key)
-                    params += size
+                        params += size
         outs = [v for v in node.outputs if v is not None and v.name]
         out = shape(outs[0]) if outs else None
         macs: int | None

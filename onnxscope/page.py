@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from onnxscope import audit, charts
-from onnxscope.costs import Profile, _input_dims, profile
+from onnxscope.costs import Profile, _dim_key, _free, _graph_inputs, _size_of, profile
 from onnxscope.errors import InputError
 from onnxscope.model import Model, load
 from onnxscope.render import atomic_write, fmt_bytes
@@ -498,33 +498,25 @@ def _comparison(page: _Page, c: Mapping[str, Any]) -> None:
 
 # -- assembly ------------------------------------------------------------------------------------------------
 def _dims(model: Model, dims: Mapping[str, int] | None, cap: Any) -> tuple[dict[str, int], list[str]]:
-    """Sizes for the inputs' symbolic dims: given, else read from the capture's inputs, else 1 (with a note)."""
+    """Sizes for the inputs' free dims: given, else read from the capture's inputs, else 1 (with a note)."""
     out = dict(dims or {})
-    needed = _input_dims(model.ir)
-    notes = []
-    inferred: dict[str, int] = {}
-    if cap is not None:
-        for v in model.ir.graph.inputs:
-            if v.shape is None or v.name not in cap:
-                continue
-            arr = np.asarray(cap[v.name])
-            for axis, d in enumerate(v.shape):
-                if not isinstance(d, int) and axis < arr.ndim:
-                    key = d.value if getattr(d, "value", None) else f"{v.name}:{axis}"
-                    inferred.setdefault(key, int(arr.shape[axis]))
     assumed = []
-    for k in needed:
-        if k in out:
-            continue
-        if k in inferred:
-            out[k] = inferred[k]
-        else:
-            out[k] = 1
-            assumed.append(k)
-    out = {k: v for k, v in out.items() if k in needed}
+    for v in _graph_inputs(model.ir):
+        arr = np.asarray(cap[v.name]) if cap is not None and v.name in cap else None
+        for axis, d in enumerate(v.shape):  # type: ignore[arg-type]
+            if not _free(d) or _size_of(v, axis, d, out) is not d:
+                continue
+            key = _dim_key(v, axis, d)
+            if arr is not None and axis < arr.ndim:
+                out[key] = int(arr.shape[axis])
+            else:
+                out[key] = 1
+                assumed.append(key)
+    notes = []
     if assumed:
         notes.append(
-            f"Symbolic dimensions {', '.join(assumed)} taken as 1 for the profile; pass dims= (CLI: --dim NAME=SIZE)."
+            f"Free input dimensions {', '.join(dict.fromkeys(assumed))} taken as 1 for the profile; "
+            "pass dims= (CLI: --dim NAME=SIZE or INPUT:AXIS=SIZE)."
         )
     return out, notes
 

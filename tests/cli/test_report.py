@@ -93,7 +93,7 @@ def test_symbolic_dims_default_to_one_with_a_note_or_take_dim(tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main(["report", model, "-o", str(out)]) == 0
     text = out.read_text()
-    assert "Symbolic dimensions batch taken as 1" in text and "112 MACs" in text  # 3·16 + 16·4
+    assert "Free input dimensions batch taken as 1" in text and "112 MACs" in text  # 3·16 + 16·4
     assert main(["report", model, "--dim", "batch=4", "-o", str(out)]) == 0
     text = out.read_text()
     assert "448 MACs" in text and "taken as 1" not in text

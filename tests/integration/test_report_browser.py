@@ -406,3 +406,53 @@ def test_report_screenshot_for_the_readme_is_readable(driver, tmp_path):
         colours = len(set(im.convert("RGB").resize((160, 112)).getdata()))
     assert colours > 50  # text and charts, not a blank page
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# -- models nobody on this team wrote (the real-model corpus, fetched by `make test`) -----------------------------
+CORPUS = Path(os.environ.get("ONNXSCOPE_REAL_MODELS", ROOT / ".cache" / "real-models"))
+
+
+@pytest.mark.parametrize("mid", ["minilm-l6-int8", "silero-vad", "voicefilter-lite-int8"])
+def test_real_models_pages_load_clean_and_count_their_int8_weights(driver, tmp_path, mid):
+    import json
+
+    import onnx
+
+    manifest = CORPUS / "manifest.json"
+    if not manifest.exists():
+        if os.environ.get("CI") or os.environ.get("ONNXSCOPE_REQUIRE_BROWSER"):
+            pytest.fail(f"the real-model corpus is missing from {CORPUS}: run `make real-models`")
+        pytest.skip("the real-model corpus is not fetched (make real-models)")
+    from test_real_models import inputs_of  # the corpus' own input recipes
+
+    entry = json.loads(manifest.read_text())[mid]
+    path = CORPUS / entry["file"]
+    m = onnxscope.load(path)
+    cap = onnxscope.capture(m, inputs_of(entry["inputs"]))
+    out = onnxscope.report(m, tmp_path / f"{mid}.html", capture=cap)
+    check_page(
+        driver,
+        out,
+        ["model-card", "weights", "structure", "activations"],
+        tmp_path / f"{mid}.png",
+        charted=["model-card", "weights", "activations"],
+    )
+
+    # weight-only (Cast·Mul) and DynamicQuantizeLSTM int8 weights are parameters too
+    def tensors(graph):  # initializers and Constant values, subgraph bodies included (the oracle: raw onnx)
+        yield from graph.initializer
+        for node in graph.node:
+            for a in node.attribute:
+                if node.op_type == "Constant" and a.name == "value":
+                    yield a.t
+                for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    yield from tensors(g)
+
+    stored_tensors = list(tensors(onnx.load(str(path), load_external_data=False).graph))
+    int8 = sum(int(np.prod(t.dims)) for t in stored_tensors if t.data_type == onnx.TensorProto.INT8)
+    stored = sum(int(np.prod(t.dims)) for t in stored_tensors)
+    from onnxscope.costs import _input_dims
+
+    params = onnxscope.profile(m, dims={k: 1 for k in _input_dims(m.ir)}).params
+    assert int8 <= params <= stored
+    assert (int8 > 0) == mid.endswith("int8")

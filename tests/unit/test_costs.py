@@ -249,3 +249,55 @@ def test_totals_and_op_breakdown_add_up():
     )
     assert p.to_dict()["macs"] == p.macs
     assert math.isclose(p.flops, sum(r.flops or 0 for r in p.layers))
+
+
+def test_free_dims_declared_minus_one_are_sized_by_input_and_axis():
+    m = build(
+        HEAD
+        + """
+        g (float[-1,8] x) => (float[n, m] y) {
+          y = MatMul (x, w)
+        }""",
+        w=np.zeros((8, 4), np.float32),
+    )
+    with pytest.raises(InputError, match=r"'x:0'"):
+        profile(m)
+    (r,) = profile(m, dims={"x:0": 6}).layers
+    assert r.output_shape == (6, 4) and r.macs == 6 * 4 * 8
+
+
+def test_weight_only_int8_weights_count_and_their_scales_do_not():
+    m = build(
+        HEAD
+        + """
+        g (float[2,3] x) => (float[2,4] y) {
+          wf = Cast <to = 1> (wq)
+          w = Mul (wf, scale)
+          y = MatMul (x, w)
+        }""",
+        wq=np.ones((3, 4), np.int8),
+        scale=np.full(4, 0.5, np.float32),
+    )
+    mm = next(r for r in profile(m).layers if r.op == "MatMul")
+    assert mm.params == 12 and mm.macs == 2 * 3 * 4
+    assert profile(m).params == 12  # the per-channel scale is a quantization parameter
+
+
+def test_onnxruntime_dynamic_quantize_lstm_uses_its_transposed_weight_layout():
+    seq, batch, inp, hidden = 7, 2, 10, 6
+    m = build(
+        HEAD
+        + f"""
+        g (float[{seq},{batch},{inp}] x) => (float[{seq},1,{batch},{hidden}] y) {{
+          y = com.microsoft.DynamicQuantizeLSTM <hidden_size = {hidden}> (x, w, r, , , , , , ws, wz, rs, rz)
+        }}""",
+        w=np.zeros((1, inp, 4 * hidden), np.int8),
+        r=np.zeros((1, hidden, 4 * hidden), np.int8),
+        ws=np.ones(1, np.float32),
+        wz=np.zeros(1, np.int8),
+        rs=np.ones(1, np.float32),
+        rz=np.zeros(1, np.int8),
+    )
+    (layer,) = profile(m).layers
+    assert layer.macs == seq * batch * 4 * hidden * (inp + hidden)
+    assert layer.params == 4 * hidden * (inp + hidden)
