@@ -254,7 +254,7 @@ def profile_rows(prof: Profile) -> list[dict[str, Any]]:
             "activation_bytes": r.activation_bytes,
         }
         for r in prof.layers
-        if not r.folded
+        if not r.folded or r.params or r.buffers  # a folded Gather of an embedding still owns the table
     ]
 
 

@@ -392,11 +392,10 @@ _DATA_ONLY = frozenset(
 
 
 def _stored(v: ir.Value, folded: set[int]) -> list[tuple[ir.TensorProtocol, bool]]:
-    """The stored tensors that ``v`` is computed from through folded nodes, each with whether an integer tensor
-    was turned into real values on the way (DequantizeLinear, or a Cast to float then a scale: weight-only).
-
-    Quantization parameters are not followed: only the data input of Q/DQ, Cast, layout ops, and the larger
-    operand of an element-wise op (a weight, not its per-channel scale)."""
+    """The stored tensors that ``v`` re-encodes through folded transforms (:func:`_is_transform`), each with
+    whether an integer tensor was turned into real values on the way (DequantizeLinear, or a Cast to float then a
+    scale: weight-only). Quantization parameters are not followed: only the data input of Q/DQ, Cast, layout ops,
+    and the larger operand of an element-wise op (a weight, not its per-channel scale)."""
     out: list[tuple[ir.TensorProtocol, bool]] = []
     stack = [(v, False)]
     while stack:
@@ -406,8 +405,8 @@ def _stored(v: ir.Value, folded: set[int]) -> list[tuple[ir.TensorProtocol, bool
             out.append((t, converted))
             continue
         node = v.producer()
-        if node is None or id(node) not in folded:
-            continue
+        if node is None or not _is_transform(node, folded):
+            continue  # computed (even from constants, e.g. a Gather of an embedding): its own node owns them
         ins = [i for i in node.inputs if i is not None]
         if not ins:
             continue
@@ -416,12 +415,16 @@ def _stored(v: ir.Value, folded: set[int]) -> list[tuple[ir.TensorProtocol, bool
                 node.op_type in ("Cast", "CastLike") and _to_float(node)
             )
             stack.append((ins[0], converted or to_float))
-        elif node.op_type in ("Mul", "Div", "Add", "Sub") and len(ins) == 2:
+        else:  # an element-wise scale: follow the weight
             sizes = [_stored_size(i, folded) for i in ins]
-            stack.append((ins[0] if sizes[0] >= sizes[1] else ins[1], converted))
-        else:
-            stack.extend((i, converted) for i in ins)
+            stack.append((ins[int(np.argmax(sizes))], converted))
     return out
+
+
+def _is_transform(node: ir.Node, folded: set[int]) -> bool:
+    """A node that only re-encodes stored tensors for its consumer (a runtime folds it): layout ops, Cast,
+    Q/DQ and element-wise scales. Its consumer owns those tensors; any other node owns its stored inputs."""
+    return id(node) in folded and (node.op_type in _DATA_ONLY or node.op_type in ("Mul", "Div", "Add", "Sub"))
 
 
 def _to_float(node: ir.Node) -> bool:
@@ -735,7 +738,7 @@ def profile(graph: Graph, dims: Mapping[str, int] | None = None) -> Profile:
         params = buffers = 0
         if folded:
             folded_nodes.add(id(node))
-        else:
+        if not _is_transform(node, folded_nodes):
             qparams = _QPARAM_ROLES.get(node.op_type, set())
             for i, v in enumerate(node.inputs):
                 if v is None:

@@ -221,7 +221,8 @@ def _model_card(page: _Page, model: Model, prof: Profile, notes: list[str]) -> N
             ("activation_bytes", "activation memory", "bytes"),
         ],
         rows,
-        caption="One row per node (constant computations folded away by runtimes left out). "
+        caption="One row per node (constant computations that runtimes fold away left out, unless they own "
+        "parameters). "
         "MAC = multiply-accumulate = 2 FLOPs; conventions in onnxscope.costs.",
     )
     page.add("model-card", body)
