@@ -43,6 +43,10 @@ _WHERE = {
     "between": "paths",
     "extract": "paths",
     "Subgraph": "paths",
+    "profile": "costs",
+    "Profile": "costs",
+    "LayerCost": "costs",
+    "report": "page",
     "find_residuals": "patterns",
     "find_attention": "patterns",
     "Residual": "patterns",
@@ -59,6 +63,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
+    from onnxscope.costs import LayerCost, Profile, profile
     from onnxscope.dataset import DatasetStore, capture_dataset, merge_stats, open_store
     from onnxscope.errors import (
         CaptureError,
@@ -74,6 +79,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
     from onnxscope.expose import TensorMeta
     from onnxscope.model import Model, Summary, load
     from onnxscope.neurons import Neuron, Outgoing, Stop
+    from onnxscope.page import report
     from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
     from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
     from onnxscope.persist import load_capture
@@ -124,6 +130,11 @@ __all__ = [
     "find_attention",
     "Residual",
     "AttentionBlock",
+    # cost profile and the audit report
+    "profile",
+    "Profile",
+    "LayerCost",
+    "report",
     # errors
     "OnnxscopeError",
     "ModelLoadError",

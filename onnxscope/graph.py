@@ -413,8 +413,18 @@ class Graph:
             if isinstance(value.type, ir.TensorType):
                 return "tensor"
             return type(value.type).__name__.removesuffix("Type").lower()
+        if not self._has_non_tensors:
+            return "tensor"  # no op of the model makes anything else: no inference needed to know
         self._inferred()
         return self._kinds.get(id(value), "tensor")
+
+    @cached_property
+    def _has_non_tensors(self) -> bool:
+        """Whether some node makes a sequence, optional or map (or calls a function, which might)."""
+        return any(
+            e.node.op_type in _NON_TENSOR_OPS or e.node.domain not in ("", "ai.onnx", "com.microsoft")
+            for e in self.entries
+        ) or bool(self.ir.functions)
 
     def set_types(
         self, found: dict[int, tuple[ir.DataType | None, tuple[int | str | None, ...] | None]]
@@ -518,6 +528,26 @@ class Graph:
                 elif user.op_type in WEIGHT_TRANSFORMS:
                     stack.extend(user.outputs)
         return seen
+
+
+_NON_TENSOR_OPS = frozenset(
+    {
+        "SequenceConstruct",
+        "SequenceEmpty",
+        "SequenceInsert",
+        "SequenceErase",
+        "SplitToSequence",
+        "SequenceMap",
+        "Optional",
+        "OptionalGetElement",
+        "Loop",
+        "Scan",
+        "If",
+        "ZipMap",
+        "CastMap",
+        "DictVectorizer",
+    }
+)
 
 
 def _sorted(model: ir.Model) -> bool:

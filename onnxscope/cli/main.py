@@ -19,6 +19,7 @@ from onnxscope.cli import (
     export,
     neuron,
     paths,
+    report,
     residuals,
     show,
     stats,
@@ -27,7 +28,20 @@ from onnxscope.cli import (
 )
 from onnxscope.errors import OnnxscopeError
 
-COMMANDS = (summary, weights, neuron, capture, show, dataset, stats, paths, residuals, attention, export)
+COMMANDS = (
+    summary,
+    weights,
+    neuron,
+    capture,
+    show,
+    dataset,
+    stats,
+    paths,
+    residuals,
+    attention,
+    report,
+    export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
