@@ -584,7 +584,7 @@ class Weight:
         uses: where it is consumed, with its role in each place.
     """
 
-    __slots__ = ("_graph", "_value", "name", "source", "tensor", "uses")
+    __slots__ = ("_dtype", "_graph", "_shape", "_value", "name", "source", "tensor", "uses")
 
     def __init__(self, graph: Graph, name: str, tensor: ir.TensorProtocol, source: str) -> None:
         self._graph = graph
@@ -603,15 +603,22 @@ class Weight:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape, from the tensor header (no I/O)."""
-        return tuple(int(d) for d in self.tensor.shape)
+        """The shape, from the tensor header (no I/O; computed once)."""
+        try:
+            return self._shape
+        except AttributeError:
+            self._shape: tuple[int, ...] = tuple(int(d) for d in self.tensor.shape)
+            return self._shape
 
     @property
     def dtype(self) -> str:
         """The element type as a lower-case ONNX name (``float32``, ``int8``, ``bfloat16``…)."""
-        if self.tensor.dtype == ir.DataType.STRING:
-            return "string"
-        return str(np.dtype(self.tensor.dtype.numpy()))
+        try:
+            return self._dtype
+        except AttributeError:
+            t = self.tensor.dtype
+            self._dtype: str = "string" if t == ir.DataType.STRING else str(np.dtype(t.numpy()))
+            return self._dtype
 
     @property
     def size(self) -> int:
