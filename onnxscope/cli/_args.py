@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from onnxscope.inputs import parse_dims, read_inputs
-
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
     """``--input``, ``--inputs``, ``--random``, ``--seed``, ``--dim``."""
@@ -36,6 +34,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 
 def input_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`onnxscope.capture` that :func:`add_input_args` parsed."""
+    from onnxscope.inputs import parse_dims, read_inputs
+
     return {
         "inputs": read_inputs(args.input, args.inputs),
         "random": args.random,

@@ -9,8 +9,6 @@ import numpy as np
 
 from onnxscope.cli._args import add_input_args, input_kwargs
 from onnxscope.errors import InputError, MissingDependencyError
-from onnxscope.model import load
-from onnxscope.patterns import find_attention
 from onnxscope.render import atomic_write, table, to_json
 
 
@@ -39,6 +37,9 @@ def _png(path: str, a: np.ndarray) -> None:
 
 def run(args: argparse.Namespace) -> str:
     """List the attention blocks; capture and summarize (or draw) their maps when inputs are given."""
+    from onnxscope.model import load
+    from onnxscope.patterns import find_attention
+
     model = load(args.model)
     blocks = find_attention(model)
     want_maps = bool(args.input or args.inputs or args.random or args.png)

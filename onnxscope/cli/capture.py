@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxscope.cli._args import add_input_args, add_selection_args, input_kwargs
 from onnxscope.render import fmt_num, table, to_json
-from onnxscope.result import Capture
-from onnxscope.session import capture
+
+if TYPE_CHECKING:
+    from onnxscope.result import Capture
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def rows(cap: Capture) -> list[dict[str, Any]]:
     """One row per tensor: name, op, how it was obtained, shape, dtype, min/mean/max, NaN/Inf counts."""
+
     out = []
     for name in cap:
         a = np.asarray(cap[name])
@@ -61,6 +63,7 @@ def rows(cap: Capture) -> list[dict[str, Any]]:
 
 def render(cap: Capture, as_json: bool, saved: str | None = None) -> str:
     """The per-tensor table (or JSON) shared by ``capture`` and ``show``."""
+
     rows_ = rows(cap)
     if as_json:
         return to_json(
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> str:
     """Capture ``args.model`` on the given inputs."""
     from onnxscope.inputs import resolve_dims
     from onnxscope.model import load
+    from onnxscope.session import capture
 
     model = load(args.model)
     kwargs = input_kwargs(args)

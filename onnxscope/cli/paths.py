@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from onnxscope.model import load
-from onnxscope.paths import all_paths, between
 from onnxscope.render import to_json
 
 
@@ -26,6 +24,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """Print the paths (and, for tensors, the nodes between them)."""
+    from onnxscope.model import load
+    from onnxscope.paths import all_paths, between
+
     model = load(args.model)
     paths = list(all_paths(model, args.source, args.target, limit=args.limit))
     inside = None

@@ -12,7 +12,6 @@ import os
 
 from onnxscope.cli._args import add_input_args, input_kwargs
 from onnxscope.errors import InputError
-from onnxscope.inputs import parse_dims
 from onnxscope.render import fmt_bytes, to_json
 
 
@@ -41,6 +40,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """Write the report; print where, how big, and which sections it has."""
+    from onnxscope.inputs import parse_dims
     from onnxscope.model import load
     from onnxscope.page import report
 

@@ -6,7 +6,6 @@ import argparse
 
 import numpy as np
 
-from onnxscope.model import load
 from onnxscope.render import fmt_bytes, save_npz, table, to_json
 
 
@@ -30,6 +29,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """List (and optionally audit or save) the weights of ``args.model``."""
+    from onnxscope.model import load
+
     model = load(args.model)
     ws = model.weights
     if args.name or args.op or args.role:
