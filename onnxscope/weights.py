@@ -104,6 +104,20 @@ ROLES: dict[str, tuple[str, ...]] = {
     "GRU": ("input", "weight", "recurrence_weight", "bias", "sequence_lens", "initial_h"),
     "RNN": ("input", "weight", "recurrence_weight", "bias", "sequence_lens", "initial_h"),
     "Reshape": ("input", "shape"),
+    "DynamicQuantizeLSTM": (  # com.microsoft, from onnxruntime's quantize_dynamic
+        "input",
+        "quantized weight",
+        "quantized recurrence_weight",
+        "bias",
+        "sequence_lens",
+        "initial_h",
+        "initial_c",
+        "peephole",
+        "weight_scale",
+        "weight_zero_point",
+        "recurrence_weight_scale",
+        "recurrence_weight_zero_point",
+    ),
     "Attention": ("query", "key", "value", "mask", "past_key", "past_value"),
 }
 _TRANSFORMS = WEIGHT_TRANSFORMS
@@ -422,6 +436,15 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
         if b_scale is None:
             return None
         return Quantization("QOperator", name, b_scale, b_zp, -1 if b_scale.size > 1 else None)
+    if op == "DynamicQuantizeLSTM" and index in (1, 2):  # W and R: [directions, rows, 4*hidden], per channel
+        scale = _const(node.inputs[8 + 2 * (index - 1)]) if len(node.inputs) > 8 + 2 * (index - 1) else None
+        if scale is None:
+            return None
+        zp = _const(node.inputs[9 + 2 * (index - 1)]) if len(node.inputs) > 9 + 2 * (index - 1) else None
+        shape = (scale.shape[0], 1, -1) if scale.ndim == 2 else (-1, 1, 1)
+        return Quantization(
+            "integer", name, scale.reshape(shape), None if zp is None else zp.reshape(shape), None
+        )
     if op in ("MatMulInteger", "ConvInteger") and index == 1:
         scale = _integer_op_scale(node)
         if scale is None:
@@ -449,7 +472,15 @@ def role_of(graph: Graph, node: ir.Node, index: int) -> str:
             break
         if inner.startswith("quantized "):
             inner = inner[len("quantized ") :]
-        return f"quantized {inner}" if op == "DequantizeLinear" else inner
+        quantized = op == "DequantizeLinear" or (op == "Cast" and quantization_of(node, 0) is not None)
+        return f"quantized {inner}" if quantized else inner
+    if op in _SCALES and len(node.inputs) == 2 and all(is_const(v) for v in node.inputs):
+        other = node.inputs[1 - index]
+        producer = other.producer() if other is not None else None
+        if producer is not None and producer.op_type == "Cast" and quantization_of(producer, 0) is not None:
+            return "scale"  # weight-only quantization: Cast(q) · scale
+        for user, i in node.outputs[0].uses():  # the weight side: its role where the rescaled weight goes
+            return role_of(graph, user, i)
     if op == "MatMul":
         return "weight" if is_const(node.inputs[index]) else "input"
     if op in ("Add", "Sub") and is_const(node.inputs[index]):
