@@ -36,3 +36,10 @@ def test_public_names_resolve_lazily_to_their_modules():
     assert out == "True False"  # loading a model needs onnx_ir, not the runtime
     for name in onnxscope.__all__:
         assert getattr(onnxscope, name).__module__.startswith("onnxscope"), name
+
+
+def test_no_public_name_shares_its_name_with_a_module():
+    import importlib.util
+
+    clash = [n for n in onnxscope.__all__ if importlib.util.find_spec(f"onnxscope.{n}") is not None]
+    assert clash == []
