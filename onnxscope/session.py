@@ -115,7 +115,7 @@ class _Views(Mapping[str, np.ndarray]):
         self._index = layout.index
         self._slots = buffers.slots
         self._arenas = list(buffers.arenas)  # own references: the buffers stay busy while this capture lives
-        self._fed = fed
+        self._fed = fed  # inputs, and outputs written into the caller's own arrays (``out``)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self._fed:
@@ -307,7 +307,9 @@ class CaptureSession:
         self._checked = _signature(feeds)
         return feeds
 
-    def _run(self, feeds: dict[str, Any]) -> Mapping[str, np.ndarray]:
+    def _run(
+        self, feeds: dict[str, Any], out: Mapping[str, np.ndarray] | None = None
+    ) -> Mapping[str, np.ndarray]:
         """One onnxruntime run; raises :class:`_RuntimeFailure` for what onnxruntime itself raised."""
         key = self._checked
         fed = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
@@ -321,6 +323,7 @@ class CaptureSession:
             held = {n: v if v.flags.c_contiguous else np.ascontiguousarray(v) for n, v in fed.items()}
             for name, value in held.items():
                 buffers.binding.bind_cpu_input(name, value)
+            placed = self._place(layout, buffers, out) if out else {}
             try:
                 self._sess.run_with_iobinding(buffers.binding)
             except Exception:  # an output whose shape depends on the data: run unbound from now on
@@ -329,7 +332,9 @@ class CaptureSession:
             else:
                 if len(free) > _POOL:  # keep a few free buffers, not every one a caller ever held
                     free[:] = [b for b in free if b.busy() or b is buffers][-_POOL - 1 :]
-                return _Views(layout, buffers, held)
+                return _Views(layout, buffers, {**held, **placed})
+            finally:
+                self._unplace(layout, buffers, placed)
         try:
             results = self._sess.run(self._names, feeds)
         except Exception as e:
@@ -346,6 +351,34 @@ class CaptureSession:
         arrays.update(fed)  # sequences and optionals onnxruntime returns are not tensors: listed as skipped
         return arrays
 
+    @staticmethod
+    def _place(layout: _Layout, buffers: _Buffers, out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Bind outputs to the caller's arrays where they fit (C-contiguous, the dtype and shape of the run)."""
+        placed = {}
+        for cname, arr in out.items():
+            i = layout.index.get(cname)
+            if (
+                i is None
+                or not isinstance(arr, np.ndarray)
+                or not arr.flags.c_contiguous
+                or not arr.flags.writeable
+            ):
+                continue
+            dt, _, _, shape = layout.slots[i]
+            if arr.dtype != dt or arr.shape != tuple(shape):
+                continue
+            buffers.binding.bind_output(layout.names[i], "cpu", 0, dt, list(shape), arr.ctypes.data)
+            placed[cname] = arr
+        return placed
+
+    @staticmethod
+    def _unplace(layout: _Layout, buffers: _Buffers, placed: Mapping[str, np.ndarray]) -> None:
+        for cname in placed:  # back to the session's own buffer for the next run
+            i = layout.index[cname]
+            a, start, end, shape = buffers.slots[i]
+            ptr = buffers.arenas[a][start:end].ctypes.data
+            buffers.binding.bind_output(layout.names[i], "cpu", 0, layout.slots[i][0], list(shape), ptr)
+
     def run(
         self,
         inputs: Mapping[str, np.ndarray] | None = None,
@@ -353,11 +386,15 @@ class CaptureSession:
         random: bool = False,
         seed: int = 0,
         dims: Mapping[str, int] | None = None,
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> Capture:
         """Run once and return the :class:`Capture` (inputs are checked first, see :func:`capture`).
 
         The arrays are views into the buffers onnxruntime wrote (nothing is copied); a buffer is written again
-        only once no capture or array of this run refers to it any more.
+        only once no capture or array of this run refers to it any more. ``out`` maps tensor names to arrays of
+        the caller's (C-contiguous, writable) that onnxruntime writes those outputs into directly, when they have
+        the dtype and shape of the run and the outputs are bound (from the second run of an input signature on);
+        ``np.shares_memory(cap[name], out[name])`` tells whether it did.
         """
         if self._sess is None:
             from onnxscope.errors import UnsupportedError
@@ -368,7 +405,7 @@ class CaptureSession:
         feeds = self._feeds(inputs, random, seed, dims)
         while True:
             try:
-                arrays = self._run(feeds)
+                arrays = self._run(feeds, out)
                 break
             except _RuntimeFailure as failure:
                 e = failure.error

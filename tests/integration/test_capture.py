@@ -389,3 +389,21 @@ def test_bound_runs_copy_nothing_and_reuse_a_buffer_only_once_nothing_refers_to_
     np.testing.assert_array_equal(
         relu, fresh[2]["r"]
     )  # an array still held kept its buffer from being reused
+
+
+def test_outputs_can_be_written_straight_into_the_callers_arrays(tmp_path):
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    session = onnxscope.CaptureSession(path, optimization="disable")
+    xs = np.random.default_rng(5).standard_normal((3, 2, 3, 6, 6)).astype(np.float32)
+    session.run({"x": xs[0]})  # the first run shows the shapes; later ones are bound
+    mine = {"r": np.empty((2, 5, 6, 6), np.float32), "y": np.empty((2, 4), np.float32)}
+    for x in xs[1:]:
+        cap = session.run({"x": x}, out=mine)
+        assert np.shares_memory(cap["r"], mine["r"]) and np.shares_memory(cap["y"], mine["y"])
+        expected = onnxscope.capture(path, {"x": x}, optimization="disable")
+        np.testing.assert_array_equal(mine["r"], expected["r"])
+        np.testing.assert_array_equal(cap["p"], expected["p"])  # the others still in the session's buffers
+    wrong = {"y": np.empty((3, 4), np.float32)}  # a shape that is not the run's: written elsewhere, untouched
+    cap = session.run({"x": xs[0]}, out=wrong)
+    assert not np.shares_memory(cap["y"], wrong["y"])
+    np.testing.assert_array_equal(cap["y"], onnxscope.capture(path, {"x": xs[0]}, optimization="disable")["y"])
