@@ -779,7 +779,13 @@ def capture_shard(
             before = jobs.nbytes
             for session, tensors in sessions:
                 jobs.wait_direct()  # the last run's arrays are about to be overwritten
-                cap = session.run(feeds)
+                out: dict[str, np.ndarray] = {}
+                if store:  # onnxruntime writes each buffered tensor straight into its chunk buffer
+                    for t in tensors:
+                        if t.chunk_batches > 1:  # (a smaller last batch does not fit: copied as before)
+                            slot = (b * t.rows) % t.chunk_rows
+                            out[t.name] = chunks.buffer(t)[slot : slot + t.rows]
+                cap = session.run(feeds, out=out)
                 for t in tensors:
                     if t.name not in cap:
                         why = cap.skipped.get(t.name, "missing")
@@ -798,7 +804,8 @@ def capture_shard(
                     start = row - row % t.chunk_rows
                     slot = row - start
                     buf = chunks.buffer(t)
-                    buf[slot : slot + a.shape[0]] = a
+                    if not (t.name in out and np.shares_memory(a, out[t.name])):
+                        buf[slot : slot + a.shape[0]] = a
                     filled = slot + a.shape[0]
                     if filled == t.chunk_rows or last:
                         if (
