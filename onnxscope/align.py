@@ -31,8 +31,8 @@ Example:
     >>> from onnxscope.testing import mlp_model
     >>> m = onnxscope.Model(mlp_model())
     >>> al = align(m, m)
-    >>> [(p.a, p.b, p.how) for p in al.pairs], al.coverage_a
-    ([('h', 'h', 'structure'), ('a', 'a', 'structure'), ('y', 'y', 'structure')], 1.0)
+    >>> [(p.a, p.b, p.how) for p in al.rows()], al.coverage_a
+    ([('h', 'h', 'name'), ('a', 'a', 'name'), ('y', 'y', 'name')], 1.0)
 """
 
 from __future__ import annotations
@@ -134,9 +134,10 @@ def _fusion(node: ir.Node) -> _Fusion | None:
         return _Fusion(frozenset({"Gather"}), _ANY)
     if op in ("QLinearConv", "ConvInteger"):
         return _Fusion(frozenset({"Conv"}), frozenset({"Conv"}), False)
+    if op == "MatMulInteger":  # an int32 accumulation: no bias in it
+        return _Fusion(frozenset({"MatMul"}), frozenset({"MatMul"}), False)
     if op in (
         "QLinearMatMul",
-        "MatMulInteger",
         "MatMulIntegerToFloat",
         "DynamicQuantizeMatMul",
         "MatMulNBits",
@@ -205,6 +206,13 @@ class Step:
         if self.kind == "quantize":
             scale, zp = self._params(get)
             return dequantize_linear(x, scale, zp, self.axis if scale.size > 1 else None)
+        if self.kind == "accumulate":  # an integer op's int32 sums, times the product of the input scales
+            scale = np.asarray(get(self.scale), np.float32)
+            if scale.ndim == 1 and scale.size > 1 and x.ndim:
+                shape = [1] * x.ndim
+                shape[self.axis if self.axis is not None else -1] = scale.size
+                scale = scale.reshape(shape)
+            return x.astype(np.float32) * scale
         if self.kind == "nchwc":  # [N, C padded, H, W] holding [N, C/blk, H, W, blk] in memory
             n, cp, h, w = x.shape
             blk = nchwc_block(cp, shape[1] if shape is not None and len(shape) == 4 else None)
@@ -245,6 +253,7 @@ class Step:
         """A short phrase: ``dequantized``, ``NCHWc layout``…"""
         return {
             "quantize": "dequantized" if not self.dynamic else "dequantized (dynamic scale)",
+            "accumulate": "int32 sums scaled",
             "nchwc": "NCHWc layout",
             "reshape": "reshaped",
             "transpose": f"transposed {list(self.perm or ())}",
@@ -438,6 +447,11 @@ class _Side:
         self._shapes = shapes or {}
         self._hash: dict[int, str | None] = {}
         self._arrays: dict[int, np.ndarray | None] = {}
+        self._data: dict[int, list[ir.Value]] = {}
+        self._computes: dict[int, bool] = {}
+        self._eligible: dict[int, bool] = {}
+        self._canon: dict[int, ir.Value] = {}
+        self._weights: dict[tuple[int, bool], int] = {}
         # values that depend on no model input are constants here, whatever computes them (a Gather of a buffer,
         # a mask built from Range…): an optimizer may fold them into weights
         live: set[int] = {id(v) for v in self.inputs}
@@ -453,6 +467,19 @@ class _Side:
             ):
                 live.update(id(o) for o in n.outputs)
         self._live = live
+        # quantization parameters computed at run time (DynamicQuantizeLinear's scale and zero point, their
+        # products): they go with the data they quantize, they are not data themselves
+        params: set[int] = set()
+        for n in self.nodes:
+            if n.op_type == "DynamicQuantizeLinear":
+                params.update(id(o) for o in n.outputs[1:])
+            elif (
+                n.outputs
+                and all(v is None or id(v) in params or id(v) not in live for v in n.inputs)
+                and any(v is not None and id(v) in params for v in n.inputs)
+            ):
+                params.update(id(o) for o in n.outputs)
+        self.params = params
         self.names = {v.name: v for n in self.nodes for v in n.outputs if v.name}
         self.names.update((v.name, v) for v in self.inputs if v.name)
 
@@ -467,7 +494,23 @@ class _Side:
         return self._const[k]
 
     def data_inputs(self, node: ir.Node) -> list[ir.Value]:
-        return [v for v in node.inputs if v is not None and v.name and not self.const(v)]
+        k = id(node)
+        got = self._data.get(k)
+        if got is None:
+            got = self._data[k] = [
+                v
+                for v in node.inputs
+                if v is not None and v.name and not self.const(v) and id(v) not in self.params
+            ]
+        return got
+
+    def computes(self, node: ir.Node) -> bool:
+        """Whether a node computes data (an eligible output), not shape plumbing."""
+        k = id(node)
+        got = self._computes.get(k)
+        if got is None:
+            got = self._computes[k] = any(self.eligible(x) for x in node.outputs)
+        return got
 
     def shape(self, v: ir.Value) -> Shape:
         if v.name in self._shapes:
@@ -480,15 +523,25 @@ class _Side:
 
     def eligible(self, v: ir.Value) -> bool:
         """An activation tensor comparisons look at: floating point or quantized integers."""
-        if not v.name or self.const(v):
-            return False
-        dt = self.dtype(v)
-        if dt is None:
-            return True
-        return dt in _QUANT_DTYPES or dt.startswith(("FLOAT", "DOUBLE", "BFLOAT"))
+        k = id(v)
+        got = self._eligible.get(k)
+        if got is None:
+            if not v.name or self.const(v) or id(v) in self.params:
+                got = False
+            else:
+                dt = self.dtype(v)
+                got = dt is None or dt in _QUANT_DTYPES or dt.startswith(("FLOAT", "DOUBLE", "BFLOAT"))
+            self._eligible[k] = got
+        return got
 
     def canon(self, v: ir.Value) -> ir.Value:
         """The value through Identity/Dropout chains (an alias is the same tensor)."""
+        got = self._canon.get(id(v))
+        if got is None:
+            got = self._canon[id(v)] = self._canon_of(v)
+        return got
+
+    def _canon_of(self, v: ir.Value) -> ir.Value:
         seen = 0
         while seen < 64:
             p = v.producer()
@@ -524,6 +577,13 @@ class _Side:
     def weight_size(self, node: ir.Node, count: bool = False) -> int:
         """Elements of the weight matrices a node consumes (constant inputs with two or more axes longer than
         one: a bias shaped [1, C, 1, 1] is a vector), or how many."""
+        key = (id(node), count)
+        got = self._weights.get(key)
+        if got is None:
+            got = self._weights[key] = self._weight_size(node, count)
+        return got
+
+    def _weight_size(self, node: ir.Node, count: bool) -> int:
         total = 0
         for v in node.inputs:
             if v is None or not self.const(v):
@@ -640,7 +700,12 @@ class _Matcher:
     def _ref_inputs(self, node: ir.Node) -> set[int]:
         return {id(self.ref.canon(v)) for v in self.ref.data_inputs(node)}
 
-    def _same_op(self, node: ir.Node, d_ref: set[int], outs: list[ir.Value]) -> list[ir.Node]:
+    def _same_op(
+        self, node: ir.Node, d_ref: set[int], outs: list[ir.Value], reshaped: bool = False
+    ) -> list[ir.Node]:
+        """Reference nodes of the same op on the same inputs, with outputs of a fitting shape (merely the same
+        size when the derived inputs were reshaped: an elementwise op on flattened tensors)."""
+        ok = ("same", "unknown", "reshape") if reshaped else ("same", "unknown")
         found: list[ir.Node] = []
         seen: set[int] = set()
         for k in d_ref:
@@ -658,7 +723,7 @@ class _Matcher:
                     for ro, o in zip(user.outputs, outs, strict=False)
                     if o.name
                 ]
-                if all(f in ("same", "unknown") for f in fits):
+                if all(f in ok for f in fits):
                     found.append(user)
         return sorted(found, key=lambda n: self.ref.pos.get(id(n), 0))
 
@@ -704,50 +769,52 @@ class _Matcher:
         self, node: ir.Node, d_ref: set[int], fusion: _Fusion, out: ir.Value
     ) -> list[tuple[ir.Value, list[ir.Node], str]]:
         closed = self._closed(d_ref)
-        inside = {id(n): n for n in closed}
+        ref = self.ref
         # onnxruntime's NCHWc kernels pad their weights to whole channel blocks: count the matrices instead
         count = node.domain == "com.microsoft.nchwc"
         want_w = self.der.weight_size(node, count)
         # a fused node with one output hides its intermediates: none of them may be read outside the region
         single = sum(1 for v in node.outputs if v.name) == 1
         out_shape = self.der.shape(out)
+        integer = node.op_type in ("ConvInteger", "MatMulInteger")
+        allowed = None
+        if "*" not in fusion.allowed:
+            allowed = fusion.allowed | (_NEUTRAL if fusion.neutral else _IDENTITY)
+        # per closed node, in graph order: the region from d_ref to it, the data ops in it, the inputs it uses,
+        # its weight size — built from its producers' (each node's region is its own plus theirs)
+        regions: dict[int, frozenset[int]] = {}
+        ops_of: dict[int, frozenset[str]] = {}
+        used_of: dict[int, frozenset[int]] = {}
+        by_id: dict[int, ir.Node] = {}
         found = []
-        for end in closed:
-            for o in end.outputs:
-                if not o.name or not self.ref.eligible(o):
+        for n in closed:
+            by_id[id(n)] = n
+            region = {id(n)}
+            ops = {n.op_type} if ref.computes(n) else set()
+            used = {id(ref.canon(v)) for v in ref.data_inputs(n)}
+            for v in ref.data_inputs(n):
+                p = v.producer()
+                if p is None or id(p) not in regions or id(ref.canon(v)) in d_ref:
                     continue
-                fit = _shape_fit(self.ref.shape(o), out_shape)
+                region |= regions[id(p)]
+                ops |= ops_of[id(p)]
+                used |= used_of[id(p)]
+            regions[id(n)], ops_of[id(n)], used_of[id(n)] = frozenset(region), frozenset(ops), frozenset(used)
+            if not d_ref <= used or sum(ref.weight_size(by_id[k], count) for k in region) != want_w:
+                continue
+            if fusion.core and not ops & fusion.core:
+                continue
+            if allowed is not None and not ops <= allowed:
+                continue
+            if integer and any(len(by_id[k].inputs) > 2 and by_id[k].inputs[2] is not None for k in region):
+                continue  # an integer op's sums hold no bias; a Conv/Gemm with one is another tensor
+            for o in n.outputs:
+                if not o.name or not ref.eligible(o):
+                    continue
+                fit = _shape_fit(ref.shape(o), out_shape)
                 if fit is None:
                     continue
-                # the region: nodes of ``closed`` on the way from d_ref to o
-                region: dict[int, ir.Node] = {}
-                stack = [end]
-                while stack:
-                    n = stack.pop()
-                    if id(n) in region:
-                        continue
-                    region[id(n)] = n
-                    for v in self.ref.data_inputs(n):
-                        cv = self.ref.canon(v)
-                        if id(cv) in d_ref:
-                            continue
-                        p = v.producer()
-                        if p is not None and id(p) in inside:
-                            stack.append(p)
-                nodes = list(region.values())
-                used = {id(self.ref.canon(v)) for n in nodes for v in self.ref.data_inputs(n)}
-                if not d_ref <= used:
-                    continue
-                # shape plumbing (Shape, Slice, Concat of int64…) computes no data: any region may hold it
-                ops = {n.op_type for n in nodes if any(self.ref.eligible(x) for x in n.outputs)}
-                if fusion.core and not ops & fusion.core:
-                    continue
-                if "*" not in fusion.allowed:
-                    allowed = fusion.allowed | (_NEUTRAL if fusion.neutral else _IDENTITY)
-                    if not ops <= allowed:
-                        continue
-                if sum(self.ref.weight_size(n, count) for n in nodes) != want_w:
-                    continue
+                nodes = [by_id[k] for k in region]
                 if single and self._escapes(nodes, o):
                     continue
                 found.append((o, nodes, fit))
@@ -836,7 +903,8 @@ class _Matcher:
         op = node.op_type
         if structural:
             # 1. a reference node of the same op on the same inputs
-            same = self._same_op(node, d_ref, outs)
+            reshaped = any(mt is not None and any(x.kind == "reshape" for x in mt.steps) for _, mt in floats)
+            same = self._same_op(node, d_ref, outs, reshaped)
             if same:
                 pick = self._pick(node, same, names)
                 exact = self._exact_weights(node, pick)
@@ -844,6 +912,8 @@ class _Matcher:
                 for o, r in zip(outs, pick.outputs, strict=False):
                     if o.name and r.name:
                         steps = _cast_steps(ref, der, r, o) + self._inherited_layout(node, floats, o)
+                        if _shape_fit(ref.shape(r), der.shape(o)) == "reshape":
+                            steps = _append(steps, (Step("reshape"),))
                         self.m[id(o)] = _Match(ref.canon(r), steps, "name" if o.name == r.name else how)
                 if op in _ABSORBS and not exact and der.consts(node):
                     self._absorb_more(node, pick, d_ref, names, floats)
@@ -1007,6 +1077,9 @@ class _Matcher:
         on from there."""
         out = node.outputs[0]
         fusion = _ABSORBS[node.op_type]
+        nexts = {u.op_type for o in pick.outputs for u, _ in self._uses(o)}
+        if not nexts & (fusion.allowed - {node.op_type}):
+            return  # nothing it could have absorbed follows the reference node
         regions = self._regions(node, d_ref, fusion, out)
         if len(regions) <= 1:
             return
@@ -1026,9 +1099,20 @@ class _Matcher:
         if node.domain in ("", "ai.onnx") and op in _IDENTITY:
             self.m[id(out)] = _Match(mt.ref, mt.steps, mt.how, mt.grid)
             return True
+        acc = next((i for i, x in enumerate(mt.steps) if x.kind == "accumulate"), None)
         if op == "Cast":
-            self.m[id(out)] = _Match(mt.ref, (*mt.steps, *_cast_steps(self.ref, der, mt.ref, out)), "cast")
+            if acc is not None:  # int32 sums to float: part of dequantizing them
+                self.m[id(out)] = _Match(mt.ref, mt.steps, mt.how)
+            else:
+                self.m[id(out)] = _Match(
+                    mt.ref, (*mt.steps, *_cast_steps(self.ref, der, mt.ref, out)), "cast"
+                )
             return True
+        if op == "Mul" and acc is not None and all(x.kind == "reshape" for x in mt.steps[acc + 1 :]):
+            if any(v is not None and v.name == mt.steps[acc].scale for v in node.inputs):
+                steps = mt.steps[:acc] + mt.steps[acc + 1 :]
+                self.m[id(out)] = _Match(mt.ref, steps, "dequantized (integer op)")
+                return True
         if op in ("QuantizeLinear", "DynamicQuantizeLinear"):
             step = _quant_step(node, der)
             if step is None:
@@ -1185,10 +1269,28 @@ def _cast_steps(ref: _Side, der: _Side, r: ir.Value, o: ir.Value) -> tuple[Step,
 
 
 def _quant_steps_of(node: ir.Node, der: _Side) -> tuple[Step, ...]:
+    if node.op_type in ("MatMulInteger", "ConvInteger"):
+        scale = _accumulation_scale(node)
+        if scale is None:
+            return ()
+        return (Step("accumulate", scale=scale, axis=1 if node.op_type == "ConvInteger" else -1),)
     if node.op_type.startswith("QLinear") or node.op_type in ("QGemm", "QuantizeLinear"):
         step = _quant_step(node, der)
         return (step,) if step is not None else ()
     return ()
+
+
+def _accumulation_scale(node: ir.Node) -> str | None:
+    """The tensor that scales an integer op's int32 sums to real values (``Cast → Mul(·, scale)`` after it)."""
+    out = node.outputs[0]
+    for user, _ in out.uses():
+        if user.op_type == "Cast":
+            out = user.outputs[0]
+            break
+    for user, i in out.uses():
+        if user.op_type == "Mul" and len(user.inputs) == 2 and user.inputs[1 - i] is not None:
+            return user.inputs[1 - i].name
+    return None
 
 
 def _layout_steps(ref: _Side, der: _Side, r: ir.Value, o: ir.Value) -> tuple[Step, ...]:
@@ -1267,8 +1369,8 @@ def align(
         >>> import onnxscope
         >>> from onnxscope.testing import mlp_model
         >>> al = align(onnxscope.Model(mlp_model()), onnxscope.Model(mlp_model(seed=1)))
-        >>> [(p.a, p.how) for p in al.rows()]
-        [('h', 'structure'), ('a', 'structure'), ('y', 'structure')]
+        >>> [(p.a, p.how) for p in al.rows()]  # the same op on the same inputs, under the same name
+        [('h', 'name'), ('a', 'name'), ('y', 'name')]
     """
     if a is b:
         return _identity(a)

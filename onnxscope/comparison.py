@@ -624,6 +624,7 @@ def compare(
     progress: bool = False,
     reference: str | None = None,
     only: Callable[[Pair], bool] | None = None,
+    first_sample: int = 0,
 ) -> Comparison:
     """Run ``a`` and ``b`` on the same inputs and compare them tensor by tensor.
 
@@ -634,7 +635,8 @@ def compare(
             torch or Keras model. ``a`` is the reference of every metric.
         inputs: one batch (arrays by input name), an iterable of batches, or a folder of ``.npz``/``.npy`` files
             or ``test_data_set_*`` folders (one batch each); ``b`` gets the same arrays (by input name, else by
-            position; cast to the element types it declares).
+            position; cast to the element types it declares). Captures compare on the inputs they were made
+            with.
         random, seed, dims: random inputs for ``a`` (see :func:`onnxscope.capture`) when ``inputs`` is ``None``.
         rtol, atol: the tolerance of ``frac_outside_tol`` and of the first divergence.
         introduced: re-run ``b``'s sub-graphs on ``a``'s values to measure the error each introduces.
@@ -642,6 +644,7 @@ def compare(
         progress: show a progress bar over the batches (stderr).
         reference: which model the other is derived from, for alignment (see :func:`onnxscope.align.align`).
         only: keep the pairs this predicate accepts.
+        first_sample: the index of the first sample (for shards of a dataset merged later).
 
     Returns:
         A :class:`Comparison`.
@@ -658,13 +661,17 @@ def compare(
         ('h', 'h')
     """
     side_a, side_b = Side.of(a), Side.of(b)
+    if (
+        inputs is None and not random and hasattr(side_a, "capture")
+    ):  # captures: the inputs they were made with
+        inputs = dict(side_a.capture.inputs)
 
     def setup(
         run_a: Mapping[str, np.ndarray], run_b: Mapping[str, np.ndarray]
     ) -> tuple[Comparison, _Local | None]:
         return _plan(side_a, side_b, run_a, run_b, rtol, atol, worst, introduced, reference, only)
 
-    return _loop(side_a, side_b, inputs, random, seed, dims, progress, setup)
+    return _loop(side_a, side_b, inputs, random, seed, dims, progress, setup, first_sample)
 
 
 def _loop(
@@ -676,13 +683,14 @@ def _loop(
     dims: Mapping[str, int] | None,
     progress: bool,
     setup: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], tuple[Comparison, _Local | None]],
+    first_sample: int = 0,
 ) -> Comparison:
     """Run both sides batch by batch and accumulate; ``setup`` plans the comparison on the first batch."""
     comparison: Comparison | None = None
     local: _Local | None = None
     names_a = side_a.inputs()
     bar = _progress(progress)
-    sample = 0
+    sample = first_sample
     try:
         for feeds in _batches(inputs, side_a.model, random, seed, dims):
             if feeds is None or random:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from onnxscope.cli import (
     attention,
     capture,
+    compare,
     dataset,
     export,
     neuron,
@@ -27,7 +28,20 @@ from onnxscope.cli import (
 )
 from onnxscope.errors import OnnxscopeError
 
-COMMANDS = (summary, weights, neuron, capture, show, dataset, stats, paths, residuals, attention, export)
+COMMANDS = (
+    summary,
+    weights,
+    neuron,
+    capture,
+    show,
+    dataset,
+    stats,
+    compare,
+    paths,
+    residuals,
+    attention,
+    export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
