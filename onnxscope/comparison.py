@@ -18,9 +18,9 @@ Example:
     >>> import numpy as np, onnxscope
     >>> from onnxscope.testing import mlp_model
     >>> m = onnxscope.Model(mlp_model())
-    >>> c = compare(m, onnxscope.Side(m, optimization="disable"), {"x": np.ones((2, 3), np.float32)})
-    >>> [r.a_tensor for r in c.rows], c.first_divergence
-    (['h', 'a', 'y'], None)
+    >>> c = compare(m, m, {"x": np.ones((2, 3), np.float32)})  # unfused against onnxruntime's ALL level
+    >>> c.a, c.b, [r.a_tensor for r in c.rows], c.first_divergence
+    ('the model (disable)', 'the model (all)', ['h', 'a', 'y'], None)
 """
 
 from __future__ import annotations
@@ -625,14 +625,16 @@ def compare(
     reference: str | None = None,
     only: Callable[[Pair], bool] | None = None,
     first_sample: int = 0,
+    recompute: str = "all",
 ) -> Comparison:
     """Run ``a`` and ``b`` on the same inputs and compare them tensor by tensor.
 
     Parameters:
-        a, b: the two sides: paths, :class:`~onnxscope.Model` s (run by onnxruntime at the deployed
-            optimization level), :class:`~onnxscope.Side` s (another level, provider, thread count, onnx's
-            reference evaluator), :class:`~onnxscope.Capture` s already made, or ``converters.side(...)`` for a
-            torch or Keras model. ``a`` is the reference of every metric.
+        a, b: the two sides: paths or :class:`~onnxscope.Model` s — run by onnxruntime, ``a`` with every tensor
+            computed by its own node (optimization ``"disable"``: the reference semantics, and the cheapest way to
+            have every tensor), ``b`` at the deployed level (``"all"``) —, :class:`~onnxscope.Side` s (any level,
+            provider, thread count, or onnx's reference evaluator), :class:`~onnxscope.Capture` s already made, or
+            ``converters.side(...)`` for a torch or Keras model. ``a`` is the reference of every metric.
         inputs: one batch (arrays by input name), an iterable of batches, or a folder of ``.npz``/``.npy`` files
             or ``test_data_set_*`` folders (one batch each); ``b`` gets the same arrays (by input name, else by
             position; cast to the element types it declares). Captures compare on the inputs they were made
@@ -645,6 +647,10 @@ def compare(
         reference: which model the other is derived from, for alignment (see :func:`onnxscope.align.align`).
         only: keep the pairs this predicate accepts.
         first_sample: the index of the first sample (for shards of a dataset merged later).
+        recompute: which tensors that a side's run never produced (onnxruntime's fusions removed them; they are
+            recomputed from its captured tensors when read) to compare: ``"all"`` (default), ``"cheap"`` only those
+            whose recomputation runs no weighted op (dequantized values, activations: not the float output of a
+            Conv a QDQ model runs as one int8 kernel, which takes a second float pass), ``"none"`` none.
 
     Returns:
         A :class:`Comparison`.
@@ -660,7 +666,7 @@ def compare(
         >>> c.first_divergence.a_tensor, c.ranked[0].a_tensor
         ('h', 'h')
     """
-    side_a, side_b = Side.of(a), Side.of(b)
+    side_a, side_b = Side.of(a, optimization="disable"), Side.of(b)
     if (
         inputs is None and not random and hasattr(side_a, "capture")
     ):  # captures: the inputs they were made with
@@ -753,6 +759,7 @@ def _plan(
     introduced: bool,
     reference: str | None,
     only: Callable[[Pair], bool] | None,
+    recompute: str = "all",
 ) -> tuple[Comparison, _Local | None]:
     same = side_a.model is side_b.model
     if any(n.domain == "com.microsoft.nchwc" for s in (side_a, side_b) for n in s.model.ir.graph):
@@ -767,8 +774,13 @@ def _plan(
         reference=reference or ("a" if same else None),
     )
     have_a, have_b = side_a.tensors(), side_b.tensors()
-    plans = []
-    for pair in alignment.rows():
+    allowed = {"none": ("free",), "cheap": ("free", "cheap"), "all": ("free", "cheap", "expensive")}[
+        recompute
+    ]
+    chosen: dict[str, Pair] = {}  # per tensor of a: its downstream-most counterpart that is affordable
+    for pair in alignment.pairs:
+        if pair.how == "input":
+            continue
         if have_a is not None and pair.a not in have_a:
             continue
         if have_b is not None and pair.b not in have_b:
@@ -777,11 +789,15 @@ def _plan(
             continue
         if only is not None and not only(pair):
             continue
-        plans.append(_Plan(pair, Discrepancy(rtol=rtol, atol=atol, keep=worst)))
+        if side_a.cost(run_a, pair.a) not in allowed or side_b.cost(run_b, pair.b) not in allowed:
+            continue
+        chosen[pair.a] = pair
+    plans = [_Plan(p, Discrepancy(rtol=rtol, atol=atol, keep=worst)) for p in chosen.values()]
     comparison = Comparison(side_a.label, side_b.label, rtol, atol, alignment, plans)
     local = None
     if introduced and getattr(side_b, "rerunnable", True):
-        local = _Local(side_b, alignment, plans, lambda v, q: _invertible(q))
+        rows = {p.pair.b for p in plans} | set(side_b.inputs())
+        local = _Local(side_b, alignment, plans, lambda v, q: _invertible(q) and q.b in rows)
     return comparison, local
 
 
@@ -904,7 +920,9 @@ def check_kernels(
     ) -> tuple[Comparison, _Local | None]:
         info = getattr(run_a, "info", None)
         produced = {q for q in quantizers if q in run_a and (info is None or info(q).source == "captured")}
-        comparison, _ = _plan(fused, plain, run_a, run_b, 0.0, 0.0, 3, False, "a", lambda p: p.a in produced)
+        comparison, _ = _plan(
+            fused, plain, run_a, run_b, 0.0, 0.0, 3, False, "a", lambda p: p.a in produced, "all"
+        )
         if not comparison.plans:
             raise UnsupportedError(
                 "the model has no QuantizeLinear output that onnxruntime's fused run produces; "

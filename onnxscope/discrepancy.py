@@ -2,7 +2,9 @@
 
 :class:`Discrepancy` keeps sums and maxima (never the arrays), so metrics of a dataset are accumulated batch by
 batch, or computed on shards and merged (:meth:`Discrepancy.merge`), and equal the metrics of the concatenation.
-``a`` is the reference, ``b`` the other side, ``d = a − b``, all in float64:
+``a`` is the reference, ``b`` the other side, ``d = a − b`` (in float32 for float32 and narrower tensors, with
+every sum accumulated in float64 — so a metric equals numpy's float64 value to float32 rounding; elements at the
+edge of the tolerance and chunks with NaN or infinities are settled in float64):
 
 - ``max_abs = max|d|``, ``mean_abs = mean|d|``;
 - ``max_rel = max|d| / max|a|`` (relative to the reference's range; ``inf`` if ``a`` is all zeros and ``d`` not);
@@ -37,6 +39,8 @@ import numpy as np
 
 __all__ = ["Discrepancy"]
 
+_CHUNK = 1 << 16  # elements per chunk (temporaries of 256 KiB in float32)
+
 
 def _f64(x: np.ndarray) -> np.ndarray:
     return np.asarray(x).astype(np.float64, copy=False).reshape(-1)
@@ -59,29 +63,80 @@ class _Sums:
     nan: bool = False
 
     def add(self, a: np.ndarray, b: np.ndarray, rtol: float, atol: float, scale: np.ndarray | None) -> None:
-        fa, fb = _f64(a), _f64(b)
-        if fa.size == 0:
+        """Add the elements of ``a`` and ``b``, chunk by chunk (chunks stay in the CPU's cache), in float32 for
+        float32 and narrower inputs — every sum accumulated in float64 across chunks; elements whose tolerance
+        test float32 cannot settle, and chunks holding NaN or infinities, are decided in float64."""
+        fa_all, fb_all = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
+        n = fa_all.size
+        if n == 0:
             return
-        d = fa - fb
-        ad = np.abs(d)
-        m = float(ad.max())
-        if math.isnan(m):
-            self.nan = True
-        self.n += fa.size
-        self.sum_abs += float(ad.sum())
-        self.max_abs = m if math.isnan(m) or self.nan else max(self.max_abs, m)
-        self.max_ref = max(self.max_ref, float(np.abs(fa).max()))
-        self.saa += float(fa @ fa)
-        self.sbb += float(fb @ fb)
-        self.sab += float(fa @ fb)
-        self.sdd += float(d @ d)
-        self.outside += int(np.count_nonzero(~np.isclose(fb, fa, rtol=rtol, atol=atol)))
-        self.differ += int(np.count_nonzero(fa != fb))
-        if scale is not None:
+        wide = any(x.dtype.itemsize > 4 or x.dtype.kind not in "fiub" for x in (fa_all, fb_all))
+        work = np.float64 if wide else np.float32
+        per_element = scale is not None and np.ndim(scale) > 0 and np.size(scale) > 1
+        step = None if scale is None or per_element else float(np.asarray(scale).reshape(-1)[0])
+        for start in range(0, n, _CHUNK):
+            fa = fa_all[start : start + _CHUNK].astype(work, copy=False)
+            fb = fb_all[start : start + _CHUNK].astype(work, copy=False)
+            d = fa - fb
+            self.sdd += float(np.dot(d, d))
+            self.saa += float(np.dot(fa, fa))
+            self.sbb += float(np.dot(fb, fb))
+            self.sab += float(np.dot(fa, fb))
+            ad = np.abs(d, out=d)
+            total = float(ad.sum(dtype=np.float64))
+            if not math.isfinite(total) or not math.isfinite(self.saa + self.sbb):
+                self._exact(fa, fb, rtol, atol, step)
+                continue
+            m = float(ad.max())
+            ref = np.abs(fa)
+            self.max_ref = max(self.max_ref, float(ref.max()))
+            if m > atol:
+                ref *= rtol
+                ref += atol
+                outside = ad.size - int(np.count_nonzero(ad <= ref))
+                if work is np.float32:  # elements within rounding of the tolerance: decided in float64
+                    near = np.flatnonzero(np.abs(ad - ref) <= 4e-7 * ref)
+                    if near.size:
+                        x64 = fa[near].astype(np.float64)
+                        d64 = np.abs(x64 - fb[near].astype(np.float64))
+                        in32 = int(np.count_nonzero(ad[near] <= ref[near]))
+                        in64 = int(np.count_nonzero(d64 <= atol + rtol * np.abs(x64)))
+                        outside += in32 - in64
+                self.outside += outside
+            self.differ += int(np.count_nonzero(ad)) if total else 0
+            self.max_abs = max(self.max_abs, m)
+            self.sum_abs += total
+            if step is not None:
+                self.max_steps = m / step if self.max_steps is None else max(self.max_steps, m / step)
+                self.sum_steps += total / step
+        if self.nan:
+            self.max_abs = float("nan")
+        self.n += n
+        if per_element:
+            assert scale is not None
             steps = (np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) / scale).reshape(-1)
             top = float(steps.max())
             self.max_steps = top if self.max_steps is None else max(self.max_steps, top)
             self.sum_steps += float(steps.sum())
+
+    def _exact(self, fa: np.ndarray, fb: np.ndarray, rtol: float, atol: float, step: float | None) -> None:
+        """One chunk holding NaN or infinities, by numpy's own definitions in float64."""
+        x, y = fa.astype(np.float64), fb.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            ad = np.abs(x - y)
+        m = float(np.max(ad))
+        if math.isnan(m):
+            self.nan = True
+        else:
+            self.max_abs = max(self.max_abs, m)
+        self.max_ref = max(self.max_ref, float(np.max(np.abs(x))))
+        self.outside += int(np.count_nonzero(~np.isclose(y, x, rtol=rtol, atol=atol)))
+        self.differ += int(np.count_nonzero(x != y))
+        total = float(ad.sum())
+        self.sum_abs += total
+        if step is not None:
+            self.max_steps = m / step if self.max_steps is None else max(self.max_steps, m / step)
+            self.sum_steps += total / step
 
     def merge(self, o: _Sums) -> _Sums:
         if o.max_steps is None:
@@ -144,9 +199,13 @@ class Discrepancy:
         ``a.shape[0] == batch`` (else the batch counts as one sample, ``first_sample``)."""
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+        sdd, saa = self.total.sdd, self.total.saa
         self.total.add(a, b, self.rtol, self.atol, scale)
         if self.keep:
-            per = _per_sample(a, b, batch)
+            if batch and batch > 1 and a.ndim and a.shape[0] == batch:
+                per = _per_sample(a, b, batch)
+            else:  # one sample: its error is what this batch added to the sums
+                per = [math.sqrt(_ratio(self.total.sdd - sdd, self.total.saa - saa))]
             for i, err in enumerate(per):
                 item = (err, first_sample + i)
                 if len(self.worst) < self.keep:

@@ -156,6 +156,23 @@ class Side:
             out[k] = tuple(np.shape(run[k]))
         return out
 
+    def cost(self, run: Mapping[str, np.ndarray], name: str) -> str:
+        """What reading tensor ``name`` of ``run`` costs: ``"free"`` (the run produced it), ``"cheap"``
+        (recomputed by nodes that weigh nothing — dequantizations, activations, reshapes) or ``"expensive"``
+        (its recomputation re-runs a Conv, MatMul, Gemm… that onnxruntime's fusions removed from the run)."""
+        storage = getattr(run, "storage", None)
+        if storage is None or storage.captured(name):
+            return "free"
+        plan = getattr(self._session, "plan", None)
+        recompute = getattr(plan, "recompute", None)
+        if recompute is None or name not in recompute.part_of:
+            return "cheap"
+        from onnxscope.graph import WEIGHTED_OPS
+
+        part = recompute.parts[recompute.part_of[name]]
+        heavy = part.virtual or any(n.op_type in WEIGHTED_OPS for n in part.nodes)
+        return "expensive" if heavy else "cheap"
+
     def rerun(self, model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a sub-model of this side's nodes the way this side runs (same engine and configuration); the
         session is made once per sub-model."""

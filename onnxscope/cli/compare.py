@@ -2,8 +2,10 @@
 the error each layer introduces; ``onnxscope compare Q.onnx --kernels``: where this CPU's fused int8 kernels
 depart from the model's QDQ semantics.
 
-Without ``B`` the model is compared with itself under another runtime configuration (``--b-optimization``,
-``--b-threads``, ``--b-provider``) or with onnx's reference evaluator (``--b-reference``).
+A runs with every tensor computed by its own node (``--a-optimization disable``, the reference semantics), B at
+onnxruntime's deployed level (``--b-optimization all``). Without ``B`` the model is compared with itself under the
+two configurations (``--a-*``/``--b-*``: optimization level, threads, execution providers) or with onnx's
+reference evaluator (``--b-reference``).
 """
 
 from __future__ import annotations
@@ -35,13 +37,28 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument(
-        "--optimization", choices=LEVELS, default="all", help="onnxruntime level of A (default all)"
+        "--a-optimization",
+        choices=LEVELS,
+        default="disable",
+        help="onnxruntime level of A (default disable: every tensor by its own node)",
     )
-    p.add_argument("--b-optimization", choices=LEVELS, help="onnxruntime level of B (default: A's)")
-    p.add_argument("--threads", type=int, help="intra-op threads of A")
-    p.add_argument("--b-threads", type=int, help="intra-op threads of B (default: A's)")
-    p.add_argument("--provider", action="append", metavar="EP", help="execution provider of A (repeat)")
+    p.add_argument(
+        "--b-optimization",
+        choices=LEVELS,
+        default="all",
+        help="onnxruntime level of B (default all, as deployed)",
+    )
+    p.add_argument("--a-threads", type=int, help="intra-op threads of A")
+    p.add_argument("--b-threads", type=int, help="intra-op threads of B")
+    p.add_argument("--a-provider", action="append", metavar="EP", help="execution provider of A (repeat)")
     p.add_argument("--b-provider", action="append", metavar="EP", help="execution provider of B (repeat)")
+    p.add_argument(
+        "--recompute",
+        choices=["all", "cheap", "none"],
+        default="all",
+        help="tensors a run's fusions removed, recomputed on read: compare all (default), only those whose "
+        "recomputation runs no Conv/MatMul, or none",
+    )
     p.add_argument("--b-reference", action="store_true", help="run B with onnx's reference evaluator")
     p.add_argument("--no-introduced", action="store_true", help="skip re-running B's layers on A's values")
     p.add_argument(
@@ -85,26 +102,28 @@ def run(args: argparse.Namespace) -> str:
             seed=kwargs["seed"],
             dims=kwargs["dims"],
             reference=args.reference,
-            threads=args.threads,
+            threads=args.a_threads,
             progress=progress,
         )
     else:
         from onnxscope.comparison import compare
         from onnxscope.sides import Side
 
-        side_a = Side(model_a, optimization=args.optimization, threads=args.threads, providers=args.provider)
+        side_a = Side(
+            model_a, optimization=args.a_optimization, threads=args.a_threads, providers=args.a_provider
+        )
         model_b = load(args.b) if args.b else model_a
         side_b = Side(
             model_b,
-            optimization=args.b_optimization or args.optimization,
-            threads=args.b_threads if args.b_threads is not None else args.threads,
-            providers=args.b_provider or args.provider,
+            optimization=args.b_optimization,
+            threads=args.b_threads,
+            providers=args.b_provider,
             engine="reference" if args.b_reference else "onnxruntime",
         )
         if not args.b and not args.b_reference and (side_a.label == side_b.label):
             raise InputError(
-                "one model against itself under the same settings: give B, or a --b-optimization, --b-threads, "
-                "--b-provider or --b-reference"
+                "one model against itself under the same settings: give B, or other --a-*/--b-* settings, "
+                "or --b-reference"
             )
         comparison = compare(
             side_a,
@@ -117,6 +136,7 @@ def run(args: argparse.Namespace) -> str:
             atol=args.atol,
             introduced=not args.no_introduced,
             progress=progress,
+            recompute=args.recompute,
         )
     data = comparison.to_dict()
     saved = None

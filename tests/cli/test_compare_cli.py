@@ -76,7 +76,7 @@ def test_json_rows_have_exactly_the_fields_the_report_takes(mlps, capsys):
     assert all(list(r) == REPORT_FIELDS for r in data["rows"])
     assert data["first_divergence"] == "h" and data["tolerance"] == {"rtol": 0.001, "atol": 0.0001}
     assert data["alignment"]["coverage_a"] == 1.0 and data["ranked"][0] == "h"
-    assert data["a"] == "a.onnx (all)" and data["b"] == "b.onnx (all)"
+    assert data["a"] == "a.onnx (disable)" and data["b"] == "b.onnx (all)"
 
 
 def test_a_data_folder_streams_every_batch_and_names_the_worst_samples(mlps, tmp_path, capsys):
@@ -98,8 +98,8 @@ def test_one_model_under_two_settings_written_to_a_file(mlps, tmp_path, capsys):
         [
             "compare",
             mlps[0],
-            "--b-optimization",
-            "disable",
+            "--b-threads",
+            "1",
             "--inputs",
             str(tmp_path / "x.npz"),
             "--out",
@@ -108,7 +108,8 @@ def test_one_model_under_two_settings_written_to_a_file(mlps, tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "no divergence" in out and "B: a.onnx (disable)" in out and f"saved to {out_file}" in out
+    assert "no divergence" in out and "A: a.onnx (disable)" in out and "B: a.onnx (all, 1 thread)" in out
+    assert f"saved to {out_file}" in out
     assert json.loads(out_file.read_text())["first_divergence"] is None
 
 
@@ -126,7 +127,11 @@ def test_kernels_table_for_a_qdq_model(tmp_path, capsys):
     "args,code,message",
     [
         (["{a}", "{b}"], 4, "compare needs inputs"),
-        (["{a}", "--random"], 4, "one model against itself under the same settings"),
+        (
+            ["{a}", "--random", "--a-optimization", "all"],
+            4,
+            "one model against itself under the same settings",
+        ),
         (["{a}", "{b}", "--kernels", "--random"], 4, "--kernels checks one QDQ model"),
         (["{a}", "--kernels", "--random"], 5, "check_kernels needs a QDQ model"),
         (["{a}", "{b}", "--random", "--data", "x"], 4, "--data DIR replaces"),

@@ -47,13 +47,15 @@ def numpy_metrics(a, b, rtol, atol):
 
 
 def assert_metrics(row, a, b, rtol, atol):
+    """Equal to float32 rounding (float32 tensors are compared in float32 with float64 sums); the fraction of
+    elements outside the tolerance exactly."""
     want = numpy_metrics(a, b, rtol, atol)
     for key, value in want.items():
         got = getattr(row, key)
-        if math.isinf(value):
+        if math.isinf(value) or key == "frac_outside_tol":
             assert got == value, (row.a_tensor, key)
         else:
-            assert got == pytest.approx(value, rel=1e-9, abs=1e-12), (row.a_tensor, key, got, value)
+            assert got == pytest.approx(value, rel=1e-6, abs=1e-12), (row.a_tensor, key, got, value)
 
 
 def layer_tensors(path, initializer, output):
@@ -124,7 +126,7 @@ def test_a_weight_scaled_by_1_5_is_the_first_divergence_and_the_top_introduced_e
     scaled = scale_initializer(q, tmp_path / "scaled.onnx", weight, 1.5)
     layer = layer_tensors(q, weight, output)
     assert output in layer
-    c = onnxscope.compare(q, scaled, batches(name, 1)[0])
+    c = onnxscope.compare(onnxscope.Side(q), scaled, batches(name, 1)[0])  # both as deployed (the same kernels)
     first = c.first_divergence
     assert first is not None and first.a_tensor in layer, (first, layer)
     top = c.ranked[0]
@@ -233,7 +235,7 @@ def test_captures_already_made_compare_without_inputs(zoo):
     cap_a = onnxscope.capture(zoo.path("cnn"), x)
     cap_b = onnxscope.capture(zoo.path("cnn", "qdq"), x)
     c = onnxscope.compare(cap_a, cap_b)
-    d = onnxscope.compare(zoo.path("cnn"), zoo.path("cnn", "qdq"), x)
+    d = onnxscope.compare(onnxscope.Side(zoo.path("cnn")), zoo.path("cnn", "qdq"), x)  # both at "all"
     assert [(r.a_tensor, r.max_abs) for r in c.rows] == [(r.a_tensor, r.max_abs) for r in d.rows]
     with pytest.raises(onnxscope.InputError, match="differs from the one this capture was made with"):
         onnxscope.compare(cap_a, cap_b, batches("cnn", 1, seed=9)[0])
