@@ -126,7 +126,8 @@ class Comparison:
     the first divergence, the ranking by introduced error, and how the tensors were aligned.
 
     ``merge`` combines comparisons of the same two sides on other inputs (shards of a dataset); ``arrays``
-    gives the aligned arrays of the last batch; ``to_dict`` the plain data the HTML report takes.
+    gives the aligned arrays of the last batch (the comparison keeps that batch's two runs until it is merged);
+    ``to_dict`` the plain data the HTML report takes.
     """
 
     a: str
@@ -154,14 +155,13 @@ class Comparison:
     @property
     def ranked(self) -> list[Row]:
         """Rows by the error their own sub-graph introduces, largest first (rows not re-run last)."""
-        rows = self.rows
-        return sorted(
-            rows,
-            key=lambda r: (
-                r.introduced_error is None,
-                -(r.introduced_error or 0.0) if r.introduced_error == r.introduced_error else 0.0,
-            ),
-        )
+
+        def key(r: Row) -> tuple[bool, float]:
+            e = r.introduced_error
+            missing = e is None or e != e  # not re-run, or NaN
+            return missing, 0.0 if missing else -float(e)  # type: ignore[arg-type]
+
+        return sorted(self.rows, key=key)
 
     def row(self, a_tensor: str) -> Row:
         """The row of tensor ``a_tensor`` of model ``a``.
@@ -179,16 +179,24 @@ class Comparison:
         )
 
     def arrays(self, a_tensor: str) -> tuple[np.ndarray, np.ndarray]:
-        """The two arrays compared for ``a_tensor`` in the last batch, both in ``a``'s form."""
+        """The two arrays compared for ``a_tensor`` in the last batch, both in ``a``'s form.
+
+        Raises:
+            NotFoundError: no row for that tensor.
+            UnsupportedError: a merged comparison (it holds no run), or arrays that do not fit.
+        """
+        from onnxscope.errors import UnsupportedError
+
+        plan = next((p for p in self.plans if p.pair.a == a_tensor), None)
+        if plan is None:
+            self.row(a_tensor)  # raises NotFoundError with close names
         if self._last is None:
-            raise OnnxscopeError("this comparison holds no run (it was merged or loaded)")
-        for p in self.plans:
-            if p.pair.a == a_tensor:
-                got = _aligned(p.pair, self._last[0], self._last[1])
-                if got is None:
-                    raise OnnxscopeError(f"{a_tensor!r}: the two arrays do not fit ({p.note})")
-                return got[0], got[1]
-        return self.arrays(self.row(a_tensor).a_tensor)
+            raise UnsupportedError("this comparison holds no run: it was merged from others")
+        assert plan is not None
+        got = _aligned(plan.pair, self._last[0], self._last[1])
+        if got is None:
+            raise UnsupportedError(f"{a_tensor!r}: the two arrays do not fit ({plan.note})")
+        return got[0], got[1]
 
     def merge(self, other: Comparison) -> Comparison:
         """This comparison and ``other`` (the same sides on other inputs) as one.

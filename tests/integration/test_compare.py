@@ -126,7 +126,9 @@ def test_a_weight_scaled_by_1_5_is_the_first_divergence_and_the_top_introduced_e
     scaled = scale_initializer(q, tmp_path / "scaled.onnx", weight, 1.5)
     layer = layer_tensors(q, weight, output)
     assert output in layer
-    c = onnxscope.compare(onnxscope.Side(q), scaled, batches(name, 1)[0])  # both as deployed (the same kernels)
+    c = onnxscope.compare(
+        onnxscope.Side(q), scaled, batches(name, 1)[0]
+    )  # both as deployed (the same kernels)
     first = c.first_divergence
     assert first is not None and first.a_tensor in layer, (first, layer)
     top = c.ranked[0]
