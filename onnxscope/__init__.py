@@ -36,6 +36,10 @@ _WHERE = {
     "merge_stats": "dataset",
     "DatasetStore": "dataset",
     "RunningStats": "stats",
+    "compare": "comparison",
+    "check_kernels": "comparison",
+    "Comparison": "comparison",
+    "Side": "sides",
     "all_paths": "paths",
     "shortest_path": "paths",
     "ancestors": "paths",
@@ -63,6 +67,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
+    from onnxscope.comparison import Comparison, check_kernels, compare
     from onnxscope.costs import LayerCost, Profile, profile
     from onnxscope.dataset import DatasetStore, capture_dataset, merge_stats, open_store
     from onnxscope.errors import (
@@ -85,6 +90,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
     from onnxscope.persist import load_capture
     from onnxscope.result import Capture
     from onnxscope.session import CaptureSession, capture
+    from onnxscope.sides import Side
     from onnxscope.stats import RunningStats
     from onnxscope.views import NeuronValues, NodeValues
     from onnxscope.weights import Quantization, Weight, Weights, WeightStats
@@ -118,6 +124,11 @@ __all__ = [
     "merge_stats",
     "DatasetStore",
     "RunningStats",
+    # comparing two runs
+    "compare",
+    "check_kernels",
+    "Comparison",
+    "Side",
     # paths and patterns
     "all_paths",
     "shortest_path",

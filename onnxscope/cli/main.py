@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from onnxscope.cli import (
     attention,
     capture,
+    compare,
     dataset,
     export,
     neuron,
@@ -36,6 +37,7 @@ COMMANDS = (
     show,
     dataset,
     stats,
+    compare,
     paths,
     residuals,
     attention,

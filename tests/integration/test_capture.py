@@ -406,4 +406,6 @@ def test_outputs_can_be_written_straight_into_the_callers_arrays(tmp_path):
     wrong = {"y": np.empty((3, 4), np.float32)}  # a shape that is not the run's: written elsewhere, untouched
     cap = session.run({"x": xs[0]}, out=wrong)
     assert not np.shares_memory(cap["y"], wrong["y"])
-    np.testing.assert_array_equal(cap["y"], onnxscope.capture(path, {"x": xs[0]}, optimization="disable")["y"])
+    np.testing.assert_array_equal(
+        cap["y"], onnxscope.capture(path, {"x": xs[0]}, optimization="disable")["y"]
+    )

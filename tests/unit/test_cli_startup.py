@@ -14,5 +14,7 @@ def test_the_cli_parser_imports_nothing_heavy():
         "print(sorted(m for m in ('onnx_ir', 'onnx', 'sympy', 'onnxruntime', 'torch', 'tensorflow', 'zarr', "
         "'matplotlib', 'networkx') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
