@@ -23,7 +23,6 @@ def main() -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     import onnxscope
-    from onnxscope._simple_compare import compare_by_name
 
     fixture = os.path.join(ROOT, "fixtures", "small_cnn.onnx")
     rng = np.random.default_rng(0)
@@ -43,7 +42,8 @@ def main() -> None:
         m = onnxscope.load(fixture)
         x = {"image": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}
         cap = onnxscope.capture(m, x)
-        cmp = compare_by_name(cap, onnxscope.capture(onnxscope.load(qdq), x), m, labels=("fp32", "QDQ int8"))
+        cmp = onnxscope.compare(m, onnxscope.load(qdq), x).to_dict()
+        cmp["a"], cmp["b"] = "fp32", "QDQ int8"
         page = onnxscope.report(m, os.path.join(tmp, "report.html"), capture=cap, comparison=cmp)
         with browser.chromium() as driver:
             browser.load(driver, page)

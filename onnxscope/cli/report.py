@@ -65,12 +65,12 @@ def run(args: argparse.Namespace) -> str:
                 "--compare needs inputs for both models: --input NAME=FILE, --inputs FILE, --random, "
                 "or --capture RUN.npz (its inputs are reused)"
             )
-        from onnxscope._simple_compare import compare_by_name
-        from onnxscope.session import capture
+        from onnxscope.comparison import compare
 
-        cap_b = capture(load(args.compare), dict(cap.inputs))
-        labels = (os.path.basename(args.model), os.path.basename(args.compare))
-        comparison = compare_by_name(cap, cap_b, model, rtol=args.rtol, atol=args.atol, labels=labels)
+        comparison = compare(
+            model, load(args.compare), dict(cap.inputs), rtol=args.rtol, atol=args.atol
+        ).to_dict()
+        comparison["a"], comparison["b"] = os.path.basename(args.model), os.path.basename(args.compare)
     path = report(
         model,
         args.out,
