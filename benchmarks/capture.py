@@ -12,7 +12,8 @@ one process, interleaved over ``--rounds`` rounds (medians), single-threaded (``
                      output, onnxruntime at ALL (its fusions blocked);
 - ``onnxscope``      ``CaptureSession(model).run(inputs)``: every tensor, as a ``Capture`` (the one of the previous
                      round released first, as a loop consuming captures does);
-- ``+ read``         the same, then every tensor onnxruntime's optimizations removed read once (recomputed);
+- ``+ read``         the same, then every tensor onnxruntime's optimizations removed read once (recomputed;
+                     ``Capture.materialize()``, the main graph's in one run);
 - ``torch hooks``    the torch model with a forward hook on every module keeping its output (torchlens-style).
 
 Peak RSS (VmHWM) for ``ort`` and ``onnxscope`` is measured in a fresh subprocess each (load + two runs).
@@ -197,6 +198,7 @@ def make_runner(name: str, folder: str, approach: str) -> Callable[[], object] |
             held[0] = None  # the previous capture is consumed: its buffers may be reused
             cap = scope.run(feeds)
             if approach == "+ read":
+                cap.materialize()  # every recomputed tensor (the main graph's in one run)
                 for k in lazy:
                     cap[k]
             held[0] = cap

@@ -40,6 +40,7 @@ def save_capture(cap: Capture, path: str | os.PathLike[str]) -> str:
         InputError: the path does not end in ``.npz`` or its folder does not exist.
     """
     p = cap.provenance
+    cap.storage.materialize()
     folded = [k for k, m in p.meta.items() if m.source == "folded"]
     arrays = {k: np.asarray(cap[k]) for k in cap if k not in folded and k != META_KEY}
     meta = {

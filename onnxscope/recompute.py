@@ -190,6 +190,31 @@ class Recompute:
             )
         self.part_of = {name: i for i, part in enumerate(self.parts) for name in part.outputs}
 
+    def combined(self, graph: Graph) -> Part | None:
+        """Every part of the main graph that runs unconditionally, as one (to recompute them all in one run)."""
+        if "_combined" not in self.__dict__:
+            top = graph.ir.graph
+            parts = [p for p in self.parts if not p.conditions and all(n.graph is top for n in p.nodes)]
+            order = {id(e.node): i for i, e in enumerate(graph.entries)}
+            combined = None
+            if len(parts) > 1:
+                nodes = sorted((n for p in parts for n in p.nodes), key=lambda n: order.get(id(n), -1))
+                feeds: dict[str, ir.Value] = {}
+                for p in parts:
+                    feeds.update(zip(p.feeds, p.feed_values, strict=True))
+                combined = Part(
+                    outputs=[o for p in parts for o in p.outputs if o not in p.virtual]
+                    + [o for p in parts for o in p.virtual],
+                    feeds=list(feeds),
+                    nodes=nodes,
+                    initializers=list({id(v): v for p in parts for v in p.initializers}.values()),
+                    virtual={k: v for p in parts for k, v in p.virtual.items()},
+                    targets=[t for p in parts for t in p.targets],
+                    feed_values=list(feeds.values()),
+                )
+            self.__dict__["_combined"] = combined
+        return self.__dict__["_combined"]  # type: ignore[no-any-return]
+
     @property
     def feeds(self) -> set[str]:
         """Every tensor some part reads at run time (each must be captured, recomputed or a model input)."""

@@ -118,9 +118,13 @@ class Storage(Mapping[str, np.ndarray]):
         return self._done[name]
 
     def materialize(self) -> None:
-        """Compute every lazy tensor now (e.g. before saving)."""
+        """Compute every lazy tensor now (e.g. before saving): the main graph's recomputations in one run, then
+        the rest (If branches that ran, folded weights)."""
+        pending = [k for k, how in self._lazy.items() if how == "recomputed" and k not in self._done]
+        if len(pending) > 1 and self._recomputer is not None and hasattr(self._recomputer, "compute_all"):
+            self._done.update(self._recomputer.compute_all(self.__getitem__))
         for name in self._lazy:
-            if name not in self._done:
+            if name not in self._done and self.ran(name):
                 self[name]
 
     def captured(self, name: str) -> bool:
@@ -268,6 +272,12 @@ class Capture(Mapping[str, np.ndarray]):
             if not np.any(result):
                 return False
         return result if isinstance(result, np.ndarray) and result.ndim else bool(result)
+
+    def materialize(self) -> Capture:
+        """Compute now every tensor that is otherwise computed on first read (recomputed ones in one run of
+        onnxruntime for the main graph); returns the capture."""
+        self.storage.materialize()
+        return self
 
     # -- views (joins with the model; see onnxscope.views) ---------------------------------------------
     def _need_model(self) -> Model:

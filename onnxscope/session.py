@@ -153,10 +153,22 @@ class _Recomputer:
         self.options = (session.optimization, session.threads, session.providers)
         self.sessions: dict[int, Any] = {}
 
+    def compute_all(self, get: Any) -> dict[str, np.ndarray]:
+        """Every unconditional recomputation of the main graph in one run (one session: cheaper than one per
+        part when all are wanted, as when a capture is saved or compared)."""
+        assert self.plan is not None
+        part = self.plan.combined(self.model)
+        if part is None:
+            return {}
+        return self._run_part(-1, part, part.outputs[0], get)
+
     def compute(self, name: str, get: Any) -> dict[str, np.ndarray]:
         assert self.plan is not None
         i = self.plan.part_of[name]
         part = self.plan.parts[i]
+        return self._run_part(i, part, name, get)
+
+    def _run_part(self, i: int, part: Any, name: str, get: Any) -> dict[str, np.ndarray]:
         for cond, branch in part.conditions:  # outermost first: a branch that did not run computed nothing
             try:
                 value = np.asarray(get(cond))

@@ -409,3 +409,14 @@ def test_outputs_can_be_written_straight_into_the_callers_arrays(tmp_path):
     np.testing.assert_array_equal(
         cap["y"], onnxscope.capture(path, {"x": xs[0]}, optimization="disable")["y"]
     )
+
+
+def test_materializing_every_recomputed_tensor_at_once_gives_what_reading_them_one_by_one_gives(tmp_path):
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    x = np.random.default_rng(6).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    session = onnxscope.CaptureSession(path)
+    one_by_one, at_once = session.run({"x": x}), session.run({"x": x}).materialize()
+    recomputed = [k for k in one_by_one if one_by_one.info(k).source == "recomputed"]
+    assert recomputed and all(at_once.storage.captured(k) for k in recomputed)
+    for k in recomputed:
+        np.testing.assert_array_equal(at_once[k], one_by_one[k], err_msg=k)
