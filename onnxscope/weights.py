@@ -27,6 +27,7 @@ import onnx_ir as ir
 from onnxscope._load import iter_tensors
 from onnxscope.errors import InputError, NotFoundError, UnsupportedError, closest
 from onnxscope.graph import WEIGHT_TRANSFORMS, WEIGHTED_OPS, Graph, attr
+from onnxscope.limits import check_array
 
 __all__ = [
     "Quantization",
@@ -582,8 +583,8 @@ class Weight:
 
     @property
     def size(self) -> int:
-        """Number of elements."""
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        """Number of elements (an exact integer: no overflow)."""
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -616,13 +617,19 @@ class Weight:
         return None
 
     def dequantize(self) -> np.ndarray:
-        """Real values of a quantized weight; :class:`UnsupportedError` if nothing dequantizes it."""
+        """Real values of a quantized weight; :class:`UnsupportedError` if nothing dequantizes it.
+
+        Allocates the real values (float32, or the scale's wider type): refused with a
+        :class:`~onnxscope.errors.ResourceError` above the memory budget (:mod:`onnxscope.limits`).
+        """
         q = self.quantization
         if q is None:
             raise UnsupportedError(
                 f"weight {self.name!r} ({self.dtype}) is not quantized: no DequantizeLinear, QLinearConv, "
                 "QLinearMatMul, MatMulInteger or ConvInteger dequantizes it"
             )
+        itemsize = max(4, np.asarray(q.scale).dtype.itemsize)
+        check_array(self.shape, itemsize, f"dequantizing weight {self.name!r} {list(self.shape)}")
         return q.apply(self.numpy())
 
     def values(self, dequantize: bool = True) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from onnxscope.cli._args import add_input_args, add_selection_args, input_kwargs
-from onnxscope.render import fmt_num, table, to_json
+from onnxscope.render import check_output_path, fmt_num, table, to_json
 from onnxscope.result import Capture
 from onnxscope.session import capture
 
@@ -59,6 +59,8 @@ def render(cap: Capture, as_json: bool, saved: str | None = None) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Capture ``args.model`` on the given inputs."""
+    if args.out:
+        check_output_path(args.out)
     cap = capture(
         args.model,
         select=args.select,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from onnxscope.cli._args import add_selection_args
-from onnxscope.errors import InputError
+from onnxscope.errors import InputError, OutputError
+from onnxscope.limits import parse_size
 from onnxscope.render import to_json
 
 
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--resume", action="store_true", help="continue a store an interrupted run left")
     p.add_argument(
         "--max-memory",
+        type=_size,
         metavar="SIZE",
         help="budget for one batch's captures, e.g. 512M or 2G; over it, "
         "the tensors are split across several runs",
@@ -27,24 +30,30 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=run)
 
 
-def _size(text: str | None) -> int | None:
-    """``512M`` → bytes (K, M, G: powers of 1024; a plain number is bytes)."""
-    if text is None:
-        return None
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B")
-    scale = units.get(t[-1:], 1)
-    number = t[:-1] if t[-1:] in units else t
+def _size(text: str) -> int:
+    """``512M`` → bytes (K, M, G, T: powers of 1024; a plain number is bytes), as an argparse type."""
     try:
-        return int(float(number) * scale)
-    except ValueError:
-        raise InputError(f"--max-memory {text!r}: expected a size such as 512M or 2G") from None
+        return parse_size(text, "--max-memory")
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--max-memory ")) from None
+
+
+def _check_store_path(path: str, resume: bool) -> None:
+    """The store is a folder: its parent must exist, and nothing but a folder (to resume) may be there."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot write store {path!r}: folder {parent!r} does not exist")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"cannot write store {path!r}: it exists and is not a folder")
+    if not os.access(path if os.path.isdir(path) else parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write store {path!r}: not writable")
 
 
 def run(args: argparse.Namespace) -> str:
     """Capture the dataset and summarize the store."""
     from onnxscope.dataset import capture_dataset
 
+    _check_store_path(args.out, args.resume)
     store = capture_dataset(
         args.model,
         args.source,
@@ -52,7 +61,7 @@ def run(args: argparse.Namespace) -> str:
         args.exclude,
         out=args.out,
         stats_only=args.stats_only,
-        max_memory=_size(args.max_memory),
+        max_memory=args.max_memory,
         resume=args.resume,
         progress=not args.json,
     )

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from onnxscope.cli._args import non_negative_int, positive_int
 from onnxscope.errors import InputError
-from onnxscope.render import fmt_num, table, to_json
+from onnxscope.render import check_output_path, fmt_num, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,9 +37,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     k.add_argument("source", help="path to the Keras model")
     for q in (t, k):
         q.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the model")
-        q.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+        q.add_argument(
+            "--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)"
+        )
         q.add_argument("--check", action="store_true", help="compare every mapped layer with the framework")
-        q.add_argument("--seed", type=int, default=0, help="seed of the random inputs used by --check")
+        q.add_argument(
+            "--seed", type=non_negative_int, default=0, help="seed of the random inputs used by --check"
+        )
         q.set_defaults(func=run)
 
 
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> str:
     """Export, then report (and check, when asked)."""
     import converters
 
+    check_output_path(args.output)
     rng = np.random.default_rng(args.seed)
     if args.framework == "torch":
         torch = converters._common.require("torch", "torch")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from onnxscope.cli._args import positive_int
 from onnxscope.model import load
 from onnxscope.paths import all_paths, between
-from onnxscope.render import to_json
+from onnxscope.render import check_output_path, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("source", help="tensor or node name")
     p.add_argument("target", help="tensor or node name")
     p.add_argument(
-        "--limit", type=int, default=10, help="at most this many paths, shortest first (default 10)"
+        "--limit", type=positive_int, default=10, help="at most this many paths, shortest first (default 10)"
     )
     p.add_argument(
         "--extract", metavar="OUT.onnx", help="also write the sub-model from SOURCE to TARGET (tensors)"
@@ -26,6 +27,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """Print the paths (and, for tensors, the nodes between them)."""
+    if args.extract:
+        check_output_path(args.extract)
     model = load(args.model)
     paths = list(all_paths(model, args.source, args.target, limit=args.limit))
     inside = None
