@@ -1245,8 +1245,16 @@ class Case:
     valid: bool = False
 
 
-def make_case(seed: int, index: int, pristine: str | None = None) -> Case:
-    """Case ``index`` of the campaign ``seed``: the same bytes on every run (``pristine``: that seed unmutated)."""
+# Mutations that often leave a model loadable: half of the capture cases draw from these only, so that the
+# run-time part (input generation, graph rewriting, onnxruntime, the capture file) sees many odd models.
+SOFT = [m_attr_value, m_value_dims, m_huge_dims, m_metadata, m_shuffle_nodes, m_op_type, m_value_type,
+        m_attr_drop_add, m_shadow_input, m_rename_everywhere, m_graph_output, m_body, m_constant, m_value_info,
+        m_unused_initializer, m_function, m_opset]
+
+
+def make_case(seed: int, index: int, pristine: str | None = None, capture: bool = False) -> Case:
+    """Case ``index`` of the campaign ``seed``: the same bytes on every run (``pristine``: that seed unmutated;
+    ``capture``: a capture case, which draws from the soft mutations half of the time)."""
     if pristine is not None:
         model, files = _seed(pristine)
         return Case(index, pristine, [], model.SerializeToString(), files, {}, "file", valid=True)
@@ -1256,8 +1264,11 @@ def make_case(seed: int, index: int, pristine: str | None = None) -> Case:
     mu = Mutant(model, files)
     done: list[str] = []
     valid = True
-    funcs = [f for f, _ in MUTATIONS]
-    weights = [w for _, w in MUTATIONS]
+    pool = MUTATIONS
+    if capture and rng.random() < 0.5:
+        pool = [(f, w) for f, w in MUTATIONS if f in SOFT]
+    funcs = [f for f, _ in pool]
+    weights = [w for _, w in pool]
     want = rng.choice([1, 1, 1, 2, 2, 3])
     tries = 0
     while len(done) < want and tries < 20:
@@ -1371,11 +1382,11 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[dict[str, object]] = []
 
-    def __call__(self, query: str, fn, *args: object) -> object:
+    def __call__(self, query: str, fn, *args: object, **kwargs: object) -> object:
         from onnxscope.errors import OnnxscopeError
 
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except OnnxscopeError as e:
             msg = str(e)
             self.events.append({"query": query, "kind": "clean", "type": type(e).__name__, "msg": msg[:300]})
@@ -1405,7 +1416,72 @@ def _symbols(model: object) -> dict[str, int]:
     return dims
 
 
-def run_queries(path: Path, capture: bool, out: Path) -> list[dict[str, object]]:
+CANARY = bytes(range(64)) * 4  # the worker's working directory holds it as secret.bin: it must never be read
+
+
+def _mutate_capture(saved: Path, rng: random.Random, out: Path) -> Path:
+    """A broken copy of a saved capture: bytes flipped or cut, or its metadata bent out of shape."""
+    bad = out / "bad_cap.npz"
+    if rng.random() < 0.4:
+        data, _ = _byte_mutation(saved.read_bytes(), rng)
+        bad.write_bytes(data)
+        return bad
+    with np.load(saved, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["__onnxscope__"]).decode())
+    junk = [None, 1, -1, "x", [], {}, [1, 2], {"a": 1}, [["a"]], True, 1.5]
+    r = rng.random()
+    if r < 0.5 and meta:
+        key = _pick(rng, sorted(meta))
+        if rng.random() < 0.3:
+            del meta[key]
+        else:
+            meta[key] = _pick(rng, junk)
+    elif r < 0.8 and meta.get("tensors"):
+        t = meta["tensors"][_pick(rng, sorted(meta["tensors"]))]
+        t[_pick(rng, sorted(t) or ["name"])] = _pick(rng, junk)
+    elif r < 0.9:
+        meta = _pick(rng, junk)
+    else:
+        arrays.pop(_pick(rng, sorted(k for k in arrays if k != "__onnxscope__") or ["__onnxscope__"]), None)
+    arrays["__onnxscope__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(bad, **arrays)
+    return bad
+
+
+def _mutate_inputs(feeds: dict[str, np.ndarray], rng: random.Random, out: Path) -> tuple[list[str], str | None]:
+    """Input files written from ``feeds`` (.npy, .npz, a test-data folder of .pb, maybe with external data
+    pointing at the canary in the working directory), one of them damaged; the read_inputs arguments."""
+    folder = out / "inputs"
+    folder.mkdir()
+    tensors = folder / "test_data_set_0"
+    tensors.mkdir()
+    specs: list[str] = []
+    for i, (name, a) in enumerate(sorted(feeds.items())):
+        t = numpy_helper.from_array(np.asarray(a), name)
+        if rng.random() < 0.3:  # external data: the canary's name, which must not resolve to the working dir
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            t.external_data.add(key="location", value=_pick(rng, ["secret.bin", "../cwd/secret.bin", "data.bin"]))
+            t.external_data.add(key="length", value=str(len(np.asarray(a).tobytes())))
+            (tensors / "data.bin").write_bytes(np.asarray(a).tobytes())
+        (tensors / f"input_{i}.pb").write_bytes(t.SerializeToString())
+        np.save(folder / f"{i}.npy", np.asarray(a))
+        specs.append(f"{name}={folder / f'{i}.npy'}")
+    np.savez(folder / "all.npz", **{k: np.asarray(v) for k, v in feeds.items()})
+    victims = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "data.bin")
+    if victims and rng.random() < 0.8:
+        v = _pick(rng, victims)
+        if rng.random() < 0.15:
+            v.unlink()
+            os.mkfifo(v)  # must be refused, never opened
+        else:
+            v.write_bytes(_byte_mutation(v.read_bytes(), rng)[0])
+    bundle = _pick(rng, [str(folder / "all.npz"), str(tensors), None])
+    return specs if bundle is None else [], bundle
+
+
+def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dict[str, object]]:
     """Every static query on the model at ``path`` (and a capture when asked); one event per failure."""
     import argparse
 
@@ -1476,14 +1552,35 @@ def run_queries(path: Path, capture: bool, out: Path) -> list[dict[str, object]]
     rec("paths", paths)
     if capture:
 
-        def run_capture() -> None:
-            cap = onnxscope.capture(m, random=True, dims=_symbols(m), seed=0)
-            to_json(cap.stats_table())
-            saved = cap.save(out / "cap.npz")
-            back = onnxscope.load_capture(saved, model=m)
-            to_json(back.stats_table())
+        rng = random.Random(f"capture:{key}")
+        cap = rec("capture", onnxscope.capture, m, None, None, None, random=True, dims=_symbols(m), seed=0)
+        if cap is not None:
+            rec("capture stats", lambda: to_json(cap.stats_table()))
+            saved = rec("capture save", cap.save, out / "cap.npz")
+            if saved is not None:
 
-        rec("capture", run_capture)
+                def read_back(p: Path) -> None:
+                    back = onnxscope.load_capture(p, model=m)
+                    to_json(back.stats_table())
+                    for name in list(back)[:8]:
+                        back.info(name)
+                    for node in list(back._nodes)[:3]:
+                        back.node(node)
+
+                rec("load_capture", read_back, Path(saved))
+                rec("load_capture broken", read_back, _mutate_capture(Path(saved), rng, out))
+
+            def inputs() -> None:
+                from onnxscope.inputs import read_inputs
+
+                specs, bundle = _mutate_inputs(dict(cap.inputs), rng, out)
+                got = read_inputs(specs, bundle)
+                for a in got.values():
+                    if np.asarray(a).tobytes().startswith(CANARY[:16]):
+                        raise AssertionError("CanaryLeak: an input file read the working directory's secret.bin")
+                onnxscope.capture(m, got)
+
+            rec("read_inputs", inputs)
     return rec.events
 
 
@@ -1507,6 +1604,10 @@ def worker(seed: int, folder: Path) -> None:
 
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing printed by the code under test reaches the protocol
+    cwd = folder / "cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "secret.bin").write_bytes(CANARY)
+    os.chdir(cwd)  # a relative path that escapes its folder would land here, on the canary
     out.write(json.dumps({"ready": os.getpid()}) + "\n")
     out.flush()
     for line in sys.stdin:
@@ -1517,21 +1618,23 @@ def worker(seed: int, folder: Path) -> None:
         if "replay" in req:
             case_dir = Path(req["replay"])
         else:
-            case = make_case(seed, req["i"], req.get("pristine"))
+            case = make_case(seed, req["i"], req.get("pristine"), bool(req["capture"]))
             case_dir = folder / "case"
             write_case(case, case_dir)
         meta = json.loads((case_dir / "case.json").read_text())
         desc = meta.get("mutations", [])
         path = materialize(case_dir, folder / "run")
-        events = run_queries(path, req["capture"], folder / "out")
+        events = run_queries(path, req["capture"], folder / "out", f"{meta.get('index')}:{seed}")
         if meta.get("valid"):  # a valid model refused at load: a false refusal is a failure too
             for e in events:
                 if e["query"] == "load" and e["kind"] == "clean":
                     shape = re.sub(r"'[^']*'|[0-9]+|/[^ :]*", "_", e["msg"])[:80]
                     e.update(kind="other", sig=f"FalseRefusal@{shape}", tb="")
+        loaded = not any(e["query"] == "load" for e in events)
         out.write(
             json.dumps(
-                {"i": req.get("i"), "events": events, "desc": desc, "seconds": time.perf_counter() - start}
+                {"i": req.get("i"), "events": events, "desc": desc, "loaded": loaded,
+                 "seconds": time.perf_counter() - start}
             )
             + "\n"
         )
@@ -1600,6 +1703,8 @@ class Tally:
     signatures: Counter = field(default_factory=Counter)
     queries: dict[str, set] = field(default_factory=dict)
     slowest: float = 0.0
+    loaded: int = 0
+    captured: int = 0
 
 
 def _slug(sig: str) -> str:
@@ -1642,6 +1747,8 @@ class Campaign:
         t.cases += 1
         t.capture_cases += bool(w.request and w.request.get("capture"))
         t.slowest = max(t.slowest, float(result.get("seconds", 0.0)))
+        t.loaded += bool(result.get("loaded"))
+        t.captured += bool(result.get("loaded") and w.request and w.request.get("capture"))
         events = result["events"]
         others = [e for e in events if e["kind"] == "other"]
         if others:
@@ -1763,6 +1870,8 @@ class Campaign:
             "seed": self.args.seed,
             "jobs": self.args.jobs,
             "seconds": round(seconds, 1),
+            "loaded": t.loaded,
+            "capture_ran": t.captured,
             "ok": t.ok,
             "clean_errors": t.clean,
             "other_exceptions": t.other,
@@ -1785,6 +1894,7 @@ def print_summary(s: dict[str, object]) -> None:
         f"fuzz: {s['cases']} cases ({s['capture_cases']} through capture), seed {s['seed']}, "
         f"{s['jobs']} job(s), {s['seconds']} s (slowest case {s['slowest_case_s']} s)"
     )
+    print(f"  loaded                {s['loaded']}  (of which {s['capture_ran']} went on to capture)")
     print(f"  ok (no error)         {s['ok']}")
     print(f"  clean errors          {s['clean_errors']}  " + ", ".join(f"{k} {v}" for k, v in s["clean_error_types"].items()))
     print(f"  other exceptions      {s['other_exceptions']}")

@@ -130,7 +130,7 @@ def check_npy_header(f: BinaryIO, what: str, error: type[OnnxscopeError]) -> int
             shape, _, dtype = np.lib.format.read_array_header_1_0(f)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except (ValueError, OSError, EOFError, SyntaxError) as e:
+    except Exception as e:  # numpy parses the header's Python literal: any failure means a bad file
         raise error(
             f"{what}: not a valid .npy header ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
         ) from e

@@ -36,6 +36,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def model_from_proto(
         ...
         onnxscope.errors.ModelLoadError: m.onnx: the Relu node producing 'y' reads 'z' (input 0), which no graph input, initializer or node output defines
     """
-    _check_model(proto, label)
+    checked = _check_model(proto, label)
     try:
         with _quiet():
             model = ir.serde.deserialize_model(proto)
@@ -196,17 +197,45 @@ def model_from_proto(
     except Exception as e:  # onnx_ir raises plain exceptions on graphs the checks above let through
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"{label}: malformed ONNX graph: {first}") from e
-    _forget_undefined_types(model)
-    _sort(model, label)
+    if checked.undefined_types:
+        _forget_undefined_types(model)
+    if checked.unsorted:
+        _sort(model, label)
     base = os.path.abspath(os.fspath(folder))
-    ir.external_data.set_base_dir(model.graph, base)
-    for _, tensor in iter_tensors(model):
-        if type(tensor) is ir.ExternalTensor:
-            # Same layout, our containment rule at read time: onnx_ir's own check refuses hard links, which are
-            # harmless inside the model's folder (and checked below like any other file).
-            tensor.__class__ = _ContainedTensor
-    check_external_data(model, base)
+    if any(
+        t.data_location == T.EXTERNAL for g in _proto_graphs(proto) for t in g.initializer
+    ) or _has_external_constant(proto):
+        ir.external_data.set_base_dir(model.graph, base)
+        tensors = iter_tensors(model)
+        for _, tensor in tensors:
+            if type(tensor) is ir.ExternalTensor:
+                # Same layout, our containment rule at read time: onnx_ir's own check refuses hard links, which
+                # are harmless inside the model's folder (and checked below like any other file).
+                tensor.__class__ = _ContainedTensor
+        check_external_data(model, base, tensors)
     return model
+
+
+def _proto_graphs(proto: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
+    stack = [proto.graph]
+    while stack:
+        g = stack.pop()
+        yield g
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == A.GRAPH:
+                    stack.append(a.g)
+                elif a.type == A.GRAPHS:
+                    stack.extend(a.graphs)
+
+
+def _has_external_constant(proto: onnx.ModelProto) -> bool:
+    return any(
+        a.type == A.TENSOR and a.t.data_location == T.EXTERNAL
+        for g in _proto_graphs(proto)
+        for n in g.node
+        for a in n.attribute
+    )
 
 
 class _ContainedTensor(ir.ExternalTensor):
@@ -274,39 +303,67 @@ def _find_cycle(model: ir.Model) -> str:
 
 
 _WHAT = {
-    "NodeProto": "node",
-    "TensorProto": "tensor",
-    "GraphProto": "graph",
-    "ValueInfoProto": "value",
-    "FunctionProto": "function",
-    "AttributeProto": "attribute",
-    "SparseTensorProto": "sparse tensor",
-    "StringStringEntryProto": "metadata entry",
+    onnx.NodeProto: "node",
+    onnx.TensorProto: "tensor",
+    onnx.GraphProto: "graph",
+    onnx.ValueInfoProto: "value",
+    onnx.FunctionProto: "function",
+    onnx.AttributeProto: "attribute",
+    onnx.SparseTensorProto: "sparse tensor",
+    onnx.StringStringEntryProto: "metadata entry",
 }
+_FIELD_KIND: dict[
+    Any, int
+] = {}  # field descriptor -> 0 other, 1 message, 2 repeated message, 3 string, 4 strings
 
 
-def _check_text(msg: Any, label: str, where: str = "the model") -> None:
-    """Every string field valid UTF-8 (protobuf hands invalid UTF-8 in proto2 strings back as ``bytes``)."""
-    kind = _WHAT.get(msg.DESCRIPTOR.name)
-    if kind is not None:
-        own = getattr(msg, "name", None) if kind != "metadata entry" else getattr(msg, "key", None)
-        if isinstance(own, str) and own:
-            where = f"{kind} {_q(own)}"
-    for fd, value in msg.ListFields():
+def _field_kind(fd: Any) -> int:
+    kind = _FIELD_KIND.get(fd)
+    if kind is None:
         if fd.type == fd.TYPE_MESSAGE:
-            if fd.is_repeated:
-                for m in value:
-                    _check_text(m, label, where)
-            else:
-                _check_text(value, label, where)
+            kind = 2 if fd.is_repeated else 1
         elif fd.type == fd.TYPE_STRING:
-            bad = next((s for s in value if type(s) is bytes), None) if fd.is_repeated else value
-            if type(bad) is bytes:
-                field = f"{kind or msg.DESCRIPTOR.name} field {fd.name!r}"
-                raise ModelLoadError(f"{label}: {where}: {field} is not valid UTF-8 ({_q(bad)})")
+            kind = 4 if fd.is_repeated else 3
+        else:
+            kind = 0
+        _FIELD_KIND[fd] = kind
+    return kind
 
 
-def _check_model(proto: onnx.ModelProto, label: str) -> None:
+def _check_text(msg: Any, label: str, where: Any = None) -> None:
+    """Every string field valid UTF-8 (protobuf hands invalid UTF-8 in proto2 strings back as ``bytes``).
+
+    ``where`` is the nearest enclosing named message, as ``(kind, name)``, formatted only for a message."""
+    kind = _WHAT.get(type(msg))
+    if kind is not None:
+        own = msg.key if kind == "metadata entry" else getattr(msg, "name", None)
+        if type(own) is str and own:
+            where = (kind, own)
+    for fd, value in msg.ListFields():
+        k = _FIELD_KIND.get(fd)
+        if k is None:
+            k = _field_kind(fd)
+        if k == 1:
+            _check_text(value, label, where)
+        elif k == 2:
+            for m in value:
+                _check_text(m, label, where)
+        elif k == 3:
+            if type(value) is bytes:
+                _bad_text(msg, fd, value, label, where)
+        elif k == 4:
+            for v in value:
+                if type(v) is bytes:
+                    _bad_text(msg, fd, v, label, where)
+
+
+def _bad_text(msg: Any, fd: Any, value: bytes, label: str, where: Any) -> None:
+    place = "the model" if where is None else f"{where[0]} {_q(where[1])}"
+    field = f"{_WHAT.get(type(msg)) or type(msg).__name__} field {fd.name!r}"
+    raise ModelLoadError(f"{label}: {place}: {field} is not valid UTF-8 ({_q(value)})")
+
+
+def _check_model(proto: onnx.ModelProto, label: str) -> _Checker:
     _check_text(proto, label)
     opsets: dict[str, int] = {}
     for o in proto.opset_import:
@@ -323,9 +380,40 @@ def _check_model(proto: onnx.ModelProto, label: str) -> None:
         raise ModelLoadError(
             f"{label}: sparse initializer {_q(t.values.name)}: sparse tensors are not supported; densify them"
         )
-    _Checker(label, opsets).graph(proto.graph, [], "graph")
+    main = _Checker(label, opsets)
+    main.graph(proto.graph, [], "graph")
+    seen: set[tuple[str, str, str]] = set()
     for f in proto.functions:
-        _Checker(label, opsets, in_function=f"function {_q(f.name)}").function(f)
+        key = (f.domain, f.name, f.overload)
+        if key in seen:
+            raise ModelLoadError(f"{label}: function {_q(f.domain + '::' + f.name)} is defined twice")
+        seen.add(key)
+        own = {
+            ("" if o.domain == "ai.onnx" else o.domain): o.version for o in f.opset_import if o.version >= 1
+        }
+        checker = _Checker(label, {**opsets, **own}, in_function=f"function {_q(f.name)}")
+        checker.function(f)
+        main.unsorted |= checker.unsorted
+    return main
+
+
+def _origin(where: object) -> str:
+    return f"produced by {_node_label(where)}" if isinstance(where, onnx.NodeProto) else str(where)
+
+
+class _Lazy:
+    """A message fragment built only if a message is: most checks pass, and 100,000 labels cost seconds."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __str__(self) -> str:
+        return str(self.fn())
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 class _Checker:
@@ -333,23 +421,27 @@ class _Checker:
         self.label = label
         self.opsets = opsets
         self.in_function = in_function
+        self.unsorted = False  # some node reads a tensor produced later in the file: sort after conversion
+        self.undefined_types = False  # some value declares an UNDEFINED element type: forget it
 
     def fail(self, text: str) -> ModelLoadError:
         where = f"{self.in_function}: " if self.in_function else ""
         return ModelLoadError(f"{self.label}: {where}{text}")
 
     # -- graphs ---------------------------------------------------------------------------------------------
-    def graph(self, g: onnx.GraphProto, scopes: list[set[str]], where: str) -> None:
+    def graph(self, g: onnx.GraphProto, scopes: list[set[str]], where: object) -> set[str]:
+        """Check one graph (and its bodies); return the names it reads from enclosing graphs."""
         sub = where != "graph"
-        ctx = f"{where}: " if sub else ""
-        local: dict[str, str] = {}
+        ctx = _Lazy(lambda: f"{where}: " if sub else "")
+        local: dict[str, object] = {}
         for v in g.input:
             if not v.name:
                 raise self.fail(f"{ctx}a graph input has an empty name")
             if v.name in local:
                 raise self.fail(f"{ctx}graph input {_q(v.name)} is declared twice")
             local[v.name] = "a graph input"
-            self.value_info(v, f"{ctx}graph input {_q(v.name)}", main_input=not sub)
+            if v.HasField("type"):
+                self.type(v.type, _Lazy(lambda v=v: f"{ctx}graph input {_q(v.name)}"), not sub)
         inits: set[str] = set()
         for t in g.initializer:
             if not t.name:
@@ -358,23 +450,35 @@ class _Checker:
                 raise self.fail(f"{ctx}initializer {_q(t.name)} is stored twice")
             inits.add(t.name)
             local.setdefault(t.name, "an initializer")
-            self.tensor(t, f"{ctx}initializer {_q(t.name)}")
+            self.tensor(t, _Lazy(lambda t=t: f"{ctx}initializer {_q(t.name)}"))
         if g.sparse_initializer:
             raise self.fail(f"{ctx}sparse initializers are not supported; densify them")
+        available = set(local)  # defined so far, in file order: to tell whether the graph needs sorting
+        produced: set[str] = set()
         for n in g.node:
             for o in n.output:
                 if not o:
                     continue
                 if o in local:
                     raise self.fail(
-                        f"{ctx}tensor {_q(o)} is {local[o]} and also produced by {_node_label(n)}"
+                        f"{ctx}tensor {_q(o)} is {_origin(local[o])} and also produced by {_node_label(n)}"
                     )
-                local[o] = f"produced by {_node_label(n)}"
+                local[o] = n
+                produced.add(o)
         for v in (*g.output, *g.value_info):
-            self.value_info(v, f"{ctx}value {_q(v.name)}", main_input=False)
+            if v.HasField("type"):
+                self.type(v.type, _Lazy(lambda v=v: f"{ctx}value {_q(v.name)}"), False)
         inner = [*scopes, set(local)]
+        free: set[str] = set()
         for n in g.node:
-            self.node(n, inner, ctx)
+            reads = self.node(n, inner, ctx)
+            for name in reads:
+                if name in produced:
+                    if name not in available:
+                        self.unsorted = True
+                elif name not in local:
+                    free.add(name)
+            available.update(n.output)
         for v in g.output:
             if not v.name:
                 raise self.fail(f"{ctx}a graph output has an empty name")
@@ -382,17 +486,33 @@ class _Checker:
                 raise self.fail(
                     f"{ctx}graph output {_q(v.name)} is produced by no node (nor is it an input or initializer)"
                 )
+            if v.name not in local:
+                free.add(v.name)
+        return free
 
     def function(self, f: onnx.FunctionProto) -> None:
+        local: dict[str, object] = {}
+        for name in f.input:
+            if not name or name in local:
+                raise self.fail(f"input {_q(name)} is empty or declared twice")
+            local[name] = "a function input"
         for n in f.node:
-            self.attributes(n, in_function=True)
+            for o in n.output:
+                if o and o in local:
+                    raise self.fail(
+                        f"tensor {_q(o)} is {_origin(local[o])} and also produced by {_node_label(n)}"
+                    )
+                if o:
+                    local[o] = f"produced by {_node_label(n)}"
+        scopes = [set(local)]
+        for n in f.node:
+            self.node(n, scopes, "")
+        for name in f.output:
+            if not name or name not in local:
+                raise self.fail(f"output {_q(name)} is produced by no node (nor is it an input)")
 
     # -- values ---------------------------------------------------------------------------------------------
-    def value_info(self, v: onnx.ValueInfoProto, where: str, main_input: bool) -> None:
-        if v.HasField("type"):
-            self.type(v.type, where, main_input)
-
-    def type(self, t: onnx.TypeProto, where: str, main_input: bool) -> None:
+    def type(self, t: onnx.TypeProto, where: object, main_input: bool) -> None:
         which = t.WhichOneof("value")
         if which in ("tensor_type", "sparse_tensor_type"):
             tt = getattr(t, which)
@@ -403,8 +523,9 @@ class _Checker:
                     )
                 if main_input:
                     raise self.fail(f"{where} declares no element type (UNDEFINED); the model cannot be fed")
+                self.undefined_types = True
             for d in tt.shape.dim:
-                if d.HasField("dim_value") and d.dim_value < 0:
+                if d.dim_value < 0:
                     d.ClearField("dim_value")  # some converters write -1 for "unknown"
         elif which in ("sequence_type", "optional_type"):
             inner = getattr(t, which)
@@ -428,23 +549,29 @@ class _Checker:
             raise self.fail(f"{where}: external data inside a function is not supported")
 
     # -- nodes ----------------------------------------------------------------------------------------------
-    def node(self, n: onnx.NodeProto, scopes: list[set[str]], ctx: str) -> None:
-        what = f"{ctx}{_node_label(n)}"
+    def node(self, n: onnx.NodeProto, scopes: list[set[str]], ctx: object) -> set[str]:
+        """Check one node (and its bodies); return the names it depends on (inputs and its bodies' free names)."""
+        what = _Lazy(lambda: f"{ctx}{_node_label(n)}")
         if not n.op_type:
             raise self.fail(f"{what} has no op_type")
-        for k, name in enumerate(n.input):
-            if name and not any(name in s for s in scopes):
+        reads = set(n.input)
+        reads.discard("")
+        for name in reads:
+            if name not in scopes[-1] and not any(name in s for s in scopes):
+                k = list(n.input).index(name)
                 raise self.fail(
                     f"{what} reads {_q(name)} (input {k}), which no graph input, initializer or node output defines"
                 )
-        self.attributes(n, in_function=False, what=what)
+        if n.attribute:
+            self.attributes(n, in_function=self.in_function is not None, what=what)
         self.schema(n, what)
         for a in n.attribute:
             if a.type == A.GRAPH:
-                self.graph(a.g, scopes, f"{what} {a.name}")
+                reads |= self.graph(a.g, scopes, _Lazy(lambda a=a: f"{what} {a.name}"))
             elif a.type == A.GRAPHS:
                 for i, g in enumerate(a.graphs):
-                    self.graph(g, scopes, f"{what} {a.name}[{i}]")
+                    reads |= self.graph(g, scopes, _Lazy(lambda a=a, i=i: f"{what} {a.name}[{i}]"))
+        return reads
 
     def attributes(self, n: onnx.NodeProto, in_function: bool, what: str | None = None) -> None:
         what = what or _node_label(n)
@@ -487,12 +614,17 @@ class _Checker:
         if any(d < 0 for d in s.dims):
             raise self.fail(f"{where}: negative dimension in {list(s.dims)}")
 
-    def schema(self, n: onnx.NodeProto, what: str) -> None:
+    def schema(self, n: onnx.NodeProto, what: object) -> None:
         domain = "" if n.domain == "ai.onnx" else n.domain
-        schema = None
+        info = None
         if domain in _ONNX_DOMAINS and domain in self.opsets:
-            schema = _schema(n.op_type, domain, self.opsets[domain])
-        if schema is None:
+            info = _signature(n.op_type, domain, self.opsets[domain])
+            if info is None and _exists(n.op_type, domain):
+                raise self.fail(
+                    f"{what}: {n.op_type} does not exist in opset {self.opsets[domain]} of "
+                    f"{_q(domain or 'ai.onnx')} (it comes in a later one)"
+                )
+        if info is None:
             if n.op_type in _INTERPRETED:
                 for a in n.attribute:
                     want = _READ_ATTRS.get(a.name)
@@ -503,29 +635,27 @@ class _Checker:
                         )
             return
         nin, nout = len(n.input), len(n.output)
-        if not schema.min_input <= nin <= schema.max_input:
+        if not info.min_input <= nin <= info.max_input:
             raise self.fail(
-                f"{what} has {nin} input(s); {n.op_type} takes {_arity(schema.min_input, schema.max_input)}"
+                f"{what} has {nin} input(s); {n.op_type} takes {_arity(info.min_input, info.max_input)}"
             )
-        if not schema.min_output <= nout <= schema.max_output:
+        if not info.min_output <= nout <= info.max_output:
             raise self.fail(
-                f"{what} has {nout} output(s); {n.op_type} gives {_arity(schema.min_output, schema.max_output)}"
+                f"{what} has {nout} output(s); {n.op_type} gives {_arity(info.min_output, info.max_output)}"
             )
-        single = onnx.defs.OpSchema.FormalParameterOption.Single
-        for k, formal in enumerate(schema.inputs[:nin]):
-            if formal.option == single and not n.input[k]:
-                raise self.fail(f"{what}: input {k} ({formal.name}) is required but empty")
+        for k, formal in info.required_inputs:
+            if k < nin and not n.input[k]:
+                raise self.fail(f"{what}: input {k} ({formal}) is required but empty")
         given = {a.name: a for a in n.attribute}
-        for name, spec in schema.attributes.items():
-            a = given.get(name)
-            if a is None:
-                if spec.required:
-                    raise self.fail(f"{what} lacks its required attribute {_q(name)}")
-                continue
-            if not a.ref_attr_name and a.type != int(spec.type):
+        for name in info.required_attrs:
+            if name not in given:
+                raise self.fail(f"{what} lacks its required attribute {_q(name)}")
+        for name, a in given.items():
+            want = info.attr_types.get(name)
+            if want is not None and a.type != want and not a.ref_attr_name:
                 raise self.fail(
                     f"{what}: attribute {_q(name)} is {A.AttributeType.Name(a.type)}, {n.op_type} takes "
-                    f"{A.AttributeType.Name(int(spec.type))}"
+                    f"{A.AttributeType.Name(want)}"
                 )
         if domain == "":
             self.body_arity(n, given, what)
@@ -569,6 +699,39 @@ class _Checker:
                 )
 
 
+@dataclass(frozen=True)
+class _Signature:
+    """What the checks need from an ``OpSchema``, read once (its pybind properties build new objects per call)."""
+
+    min_input: int
+    max_input: int
+    min_output: int
+    max_output: int
+    required_inputs: tuple[tuple[int, str], ...]
+    required_attrs: tuple[str, ...]
+    attr_types: dict[str, int]
+    since_version: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature(op_type: str, domain: str, version: int) -> _Signature | None:
+    schema = _schema(op_type, domain, version)
+    if schema is None:
+        return None
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    attrs = schema.attributes
+    return _Signature(
+        schema.min_input,
+        schema.max_input,
+        schema.min_output,
+        schema.max_output,
+        tuple((k, f.name) for k, f in enumerate(schema.inputs) if f.option == single),
+        tuple(name for name, a in attrs.items() if a.required),
+        {name: int(a.type) for name, a in attrs.items()},
+        schema.since_version,
+    )
+
+
 def _arity(lo: int, hi: int) -> str:
     if lo == hi:
         return str(lo)
@@ -581,6 +744,14 @@ def _schema(op_type: str, domain: str, version: int) -> Any:
         return onnx.defs.get_schema(op_type, version, domain)
     except Exception:  # unknown op, or an opset newer than this onnx: nothing to check against
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _exists(op_type: str, domain: str) -> bool:
+    try:
+        return bool(onnx.defs.has(op_type, domain))
+    except Exception:
+        return False
 
 
 def _count(dims: Any) -> int:
@@ -762,7 +933,11 @@ def resolve_external(
     return target, st.st_size
 
 
-def check_external_data(model: ir.Model, folder: str | os.PathLike[str]) -> None:
+def check_external_data(
+    model: ir.Model,
+    folder: str | os.PathLike[str],
+    tensors: list[tuple[str, ir.TensorProtocol]] | None = None,
+) -> None:
     """Refuse external data that escapes ``folder``, is missing, not a regular file, or shorter than the tensor
     claims.
 
@@ -771,7 +946,7 @@ def check_external_data(model: ir.Model, folder: str | os.PathLike[str]) -> None
         >>> check_external_data(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10), ".")
     """
     sizes: dict[str, int] = {}
-    for name, tensor in iter_tensors(model):
+    for name, tensor in iter_tensors(model) if tensors is None else tensors:
         if not isinstance(tensor, ir.ExternalTensor):
             continue
         target, size = resolve_external(folder, tensor.location, name)

@@ -65,6 +65,9 @@ def _check_meta(meta: Any, n_arrays: int) -> str | None:
         return f"format {meta.get('format')!r} (this onnxscope reads format {_FORMAT})"
     if not (meta.get("model") is None or isinstance(meta["model"], str)):
         return "'model' is not a path"
+    missing = [k for k in ("tensors", "inputs", "outputs", "keys") if k not in meta]
+    if missing:
+        return f"no {', '.join(map(repr, missing))}"
     for key in ("inputs", "outputs", "keys", "constants"):
         if not _is_str_list(meta.get(key, [])):
             return f"{key!r} is not a list of names"
@@ -121,6 +124,9 @@ def load_capture(
     p = os.fspath(path)
     label = f"capture file {p!r}"
     with open_regular(p, label, ModelLoadError) as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ModelLoadError(f"{p}: not an onnxscope capture (not an .npz file)")
+        f.seek(0)
         try:
             with np.load(f, allow_pickle=False) as z:
                 if not isinstance(z, np.lib.npyio.NpzFile) or _META_KEY not in z.files:
