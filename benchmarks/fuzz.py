@@ -1243,6 +1243,7 @@ class Case:
     special: dict[str, str]
     model_kind: str
     valid: bool = False
+    ops: list[str] = field(default_factory=list)
 
 
 # Mutations that often leave a model loadable: half of the capture cases draw from these only, so that the
@@ -1263,6 +1264,7 @@ def make_case(seed: int, index: int, pristine: str | None = None, capture: bool 
     model, files = _seed(name)
     mu = Mutant(model, files)
     done: list[str] = []
+    ops: list[str] = []
     valid = True
     pool = MUTATIONS
     if capture and rng.random() < 0.5:
@@ -1280,6 +1282,7 @@ def make_case(seed: int, index: int, pristine: str | None = None, capture: bool 
             what = None
         if what:
             done.append(what)
+            ops.append(fn.__name__.removeprefix("m_"))
             valid = valid and fn in VALID
     data = mu.model.SerializeToString()
     for name_ in mu.utf8:
@@ -1287,8 +1290,11 @@ def make_case(seed: int, index: int, pristine: str | None = None, capture: bool 
     if rng.random() < 0.25:
         data, what = _byte_mutation(data, rng)
         done.append(what)
+        ops.append("bytes")
         valid = False
-    return Case(index, name, done, data, mu.files, mu.special, mu.model_kind, valid=valid and bool(done))
+    if mu.utf8:
+        ops.append("invalid_utf8")
+    return Case(index, name, done, data, mu.files, mu.special, mu.model_kind, valid=valid and bool(done), ops=ops)
 
 
 def write_case(case: Case, folder: Path) -> None:
@@ -1308,6 +1314,7 @@ def write_case(case: Case, folder: Path) -> None:
         "special": case.special,
         "model_kind": case.model_kind,
         "valid": case.valid,
+        "ops": case.ops,
     }
     (folder / "case.json").write_text(json.dumps(meta, indent=1))
 
@@ -1398,8 +1405,11 @@ class Recorder:
         except BaseException as e:  # noqa: BLE001 - everything else is what the fuzzer hunts
             if isinstance(e, KeyboardInterrupt):
                 raise
+            sig = signature(e)
+            if str(e).startswith("CanaryLeak"):  # a file outside the input's folder was read: a security bug
+                sig = f"CanaryLeak@{query}"
             self.events.append(
-                {"query": query, "kind": "other", "sig": signature(e), "type": type(e).__name__,
+                {"query": query, "kind": "other", "sig": sig, "type": type(e).__name__,
                  "msg": str(e)[:500], "tb": traceback.format_exc()[-4000:]}
             )
         return None
@@ -1773,10 +1783,9 @@ class Campaign:
         t.capture_cases += bool(w.request and w.request.get("capture"))
         setattr(t, kind, getattr(t, kind) + 1)
         stderr = w.err.read_text(errors="replace")[-4000:] if w.err.exists() else ""
-        sig = f"{kind}@" + (case_dir.name if kind == "hang" else f"exit {w.proc.returncode}")
-        if kind == "hang":
-            meta = json.loads((case_dir / "case.json").read_text()) if (case_dir / "case.json").exists() else {}
-            sig = f"hang@{meta.get('seed_model', '?')}:{(meta.get('mutations') or ['?'])[0].split(' ')[0]}"
+        meta = json.loads((case_dir / "case.json").read_text()) if (case_dir / "case.json").exists() else {}
+        what = f"{meta.get('seed_model', '?')}:{'+'.join(meta.get('ops') or ['?'])}"
+        sig = f"hang@{what}" if kind == "hang" else f"crash@{what} (exit {w.proc.returncode})"
         t.signatures[sig] += 1
         t.queries.setdefault(sig, set()).add("?")
         if case_dir.exists():
