@@ -96,16 +96,24 @@ def seed_cnn() -> tuple[onnx.ModelProto, Files]:
     ]
     for bn in ("bn1", "bn2"):
         inits += [_w(rng, f"{bn}.weight", 4), _w(rng, f"{bn}.bias", 4), _w(rng, f"{bn}.running_mean", 4)]
-        inits.append(numpy_helper.from_array(np.abs(rng.standard_normal(4)).astype(np.float32) + 0.5, f"{bn}.var"))
+        inits.append(
+            numpy_helper.from_array(np.abs(rng.standard_normal(4)).astype(np.float32) + 0.5, f"{bn}.var")
+        )
     nodes = [
         helper.make_node("Conv", ["x", "conv1.weight", "conv1.bias"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
         helper.make_node(
-            "BatchNormalization", ["c1", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.var"], ["b1"], "bn1"
+            "BatchNormalization",
+            ["c1", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.var"],
+            ["b1"],
+            "bn1",
         ),
         helper.make_node("Relu", ["b1"], ["r1"], "relu1"),
         helper.make_node("Conv", ["r1", "conv2.weight"], ["c2"], "conv2", pads=[1, 1, 1, 1]),
         helper.make_node(
-            "BatchNormalization", ["c2", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.var"], ["b2"], "bn2"
+            "BatchNormalization",
+            ["c2", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.var"],
+            ["b2"],
+            "bn2",
         ),
         helper.make_node("Add", ["b2", "r1"], ["s"], "add"),
         helper.make_node("Relu", ["s"], ["r2"], "relu2"),
@@ -214,7 +222,9 @@ def seed_control_flow() -> tuple[onnx.ModelProto, Files]:
         helper.make_node("Greater", ["total", "s0_scalar"], ["positive"], "greater"),
         helper.make_node("If", ["positive"], ["if_out"], "if", then_branch=then_g, else_branch=else_g),
         helper.make_node("Loop", ["trip", "cond", "if_out"], ["h_final", "h_all"], "loop", body=loop_body),
-        helper.make_node("Scan", ["s0", "x"], ["s_final", "squares"], "scan", body=scan_body, num_scan_inputs=1),
+        helper.make_node(
+            "Scan", ["s0", "x"], ["s_final", "squares"], "scan", body=scan_body, num_scan_inputs=1
+        ),
     ]
     inits.append(numpy_helper.from_array(np.array(0.0, np.float32), "s0_scalar"))
     g = helper.make_graph(
@@ -246,7 +256,9 @@ def seed_qdq() -> tuple[onnx.ModelProto, Files]:
         numpy_helper.from_array(w_scale, "conv.weight_scale"),
         numpy_helper.from_array(np.zeros(4, np.int8), "conv.weight_zp"),
         numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "conv.bias"),
-        numpy_helper.from_array(np.clip(np.rint(fc / fc_scale), -127, 127).astype(np.int8), "fc.weight_quantized"),
+        numpy_helper.from_array(
+            np.clip(np.rint(fc / fc_scale), -127, 127).astype(np.int8), "fc.weight_quantized"
+        ),
         numpy_helper.from_array(np.array(fc_scale, np.float32), "fc.weight_scale"),
         numpy_helper.from_array(np.array(0, np.int8), "fc.weight_zp"),
     ]
@@ -335,7 +347,11 @@ def seed_misc() -> tuple[onnx.ModelProto, Files]:
         helper.make_node("Gather", ["emb.weight", "ids"], ["e"], "emb"),
         helper.make_node("LayerNormalization", ["e", "ln.weight", "ln.bias"], ["n"], "ln", axis=-1),
         helper.make_node(
-            "Constant", [], ["c_tensor"], "c_tensor", value=numpy_helper.from_array(np.ones((1, 1, 4), np.float32))
+            "Constant",
+            [],
+            ["c_tensor"],
+            "c_tensor",
+            value=numpy_helper.from_array(np.ones((1, 1, 4), np.float32)),
         ),
         helper.make_node("Constant", [], ["c_float"], "c_float", value_float=0.5),
         helper.make_node("Constant", [], ["c_ints"], "c_ints", value_ints=[1, 1, 4]),
@@ -364,7 +380,9 @@ def seed_misc() -> tuple[onnx.ModelProto, Files]:
     )
     m.ir_version = 9
     m.graph.node[0].metadata_props.add(key="pkg.torch.onnx.name_scopes", value="['', 'emb']")
-    m.metadata_props.add(key="onnxscope.layer_map", value=json.dumps({"nodes": {"emb": "emb"}, "weights": {}}))
+    m.metadata_props.add(
+        key="onnxscope.layer_map", value=json.dumps({"nodes": {"emb": "emb"}, "weights": {}})
+    )
     return m, {}
 
 
@@ -393,7 +411,9 @@ SEEDS = {
 class Mutant:
     model: onnx.ModelProto
     files: Files
-    special: dict[str, str] = field(default_factory=dict)  # file name -> "fifo" | "dir" | "symlink:…" | "hardlink:…"
+    special: dict[str, str] = field(
+        default_factory=dict
+    )  # file name -> "fifo" | "dir" | "symlink:…" | "hardlink:…"
     utf8: list[str] = field(default_factory=list)  # names to corrupt into invalid UTF-8 once serialized
     model_kind: str = "file"  # or fifo / dir / devnull / zero
 
@@ -460,9 +480,35 @@ ODD_NAMES = [
     "op:Conv",
     "[0]",
 ]
-OPS = ["Relu", "Conv", "Gemm", "MatMul", "Softmax", "If", "Loop", "Scan", "Attention", "Foo", "", "Add",
-       "DequantizeLinear", "QLinearConv", "Reshape", "Transpose", "Constant", "Identity", "Concat", "Split",
-       "LayerNormalization", "BatchNormalization", "Cast", "Gather", "MatMulInteger", "QGemm", "Squeeze"]
+OPS = [
+    "Relu",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Softmax",
+    "If",
+    "Loop",
+    "Scan",
+    "Attention",
+    "Foo",
+    "",
+    "Add",
+    "DequantizeLinear",
+    "QLinearConv",
+    "Reshape",
+    "Transpose",
+    "Constant",
+    "Identity",
+    "Concat",
+    "Split",
+    "LayerNormalization",
+    "BatchNormalization",
+    "Cast",
+    "Gather",
+    "MatMulInteger",
+    "QGemm",
+    "Squeeze",
+]
 DOMAINS = ["", "ai.onnx", "com.microsoft", "ai.onnx.ml", "custom", "local", "é"]
 
 
@@ -490,7 +536,11 @@ def m_rewire_input(mu: Mutant, rng: random.Random) -> str | None:
     _, n = _pick(rng, cands)
     k = rng.randrange(len(n.input))
     r = rng.random()
-    new = f"ghost_{rng.randrange(100)}" if r < 0.4 else (_pick(rng, _names(mu.model)) if r < 0.9 else _pick(rng, ODD_NAMES))
+    new = (
+        f"ghost_{rng.randrange(100)}"
+        if r < 0.4
+        else (_pick(rng, _names(mu.model)) if r < 0.9 else _pick(rng, ODD_NAMES))
+    )
     n.input[k] = new
     return f"input {k} of {n.name!r} -> {new[:40]!r}"
 
@@ -581,7 +631,9 @@ def m_graph_output(mu: Mutant, rng: random.Random) -> str | None:
     r = rng.random()
     if not g.output or r < 0.15:
         o = g.output.add()
-        o.CopyFrom(helper.make_tensor_value_info(_pick(rng, [*_names(mu.model), "nowhere"]), TensorProto.FLOAT, None))
+        o.CopyFrom(
+            helper.make_tensor_value_info(_pick(rng, [*_names(mu.model), "nowhere"]), TensorProto.FLOAT, None)
+        )
         return f"graph {g.name!r}: output {o.name!r} added"
     k = rng.randrange(len(g.output))
     if r < 0.3:
@@ -620,14 +672,20 @@ def _retype(v: onnx.ValueInfoProto, rng: random.Random) -> str:
         v.type.tensor_type.elem_type = _pick(rng, DTYPES)
         return f"value {v.name!r} elem_type -> {v.type.tensor_type.elem_type}"
     if r < 0.55:
-        v.type.CopyFrom(helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2])))
+        v.type.CopyFrom(
+            helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+        )
         return f"value {v.name!r} -> sequence"
     if r < 0.65:
-        v.type.CopyFrom(helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2])))
+        v.type.CopyFrom(
+            helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+        )
         return f"value {v.name!r} -> optional"
     if r < 0.72:
         v.type.CopyFrom(
-            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+            helper.make_map_type_proto(
+                TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+            )
         )
         return f"value {v.name!r} -> map"
     if r < 0.8:
@@ -792,12 +850,16 @@ def m_attr_drop_add(mu: Mutant, rng: random.Random) -> str | None:
         name = a.name
         n.attribute.remove(a)
         return f"attribute {n.name!r}.{name} removed"
-    name = _pick(rng, ["axis", "perm", "transB", "body", "then_branch", "value", "to", "junk", "axes", "num_heads"])
+    name = _pick(
+        rng, ["axis", "perm", "transB", "body", "then_branch", "value", "to", "junk", "axes", "num_heads"]
+    )
     kind = rng.randrange(5)
     if kind == 0:
         n.attribute.append(helper.make_attribute(name, rng.randint(-3, 3)))
     elif kind == 1:
-        n.attribute.append(helper.make_attribute(name, [rng.randint(-3, 3) for _ in range(rng.randint(0, 4))]))
+        n.attribute.append(
+            helper.make_attribute(name, [rng.randint(-3, 3) for _ in range(rng.randint(0, 4))])
+        )
     elif kind == 2:
         n.attribute.append(helper.make_attribute(name, "text"))
     elif kind == 3:
@@ -871,8 +933,24 @@ def m_external(mu: Mutant, rng: random.Random) -> str | None:
     if r < 0.35 and "location" in entries:
         entries["location"].value = _pick(
             rng,
-            ["../weights.bin", "/etc/hostname", "sub/../../x", "", ".", "..", "a\0b", "absent.bin", "weights.bin/x",
-             "model.onnx", "\\windows\\path", "~/x", "%s", "weights.bin\n", "proc/self/mem", "/dev/zero"],
+            [
+                "../weights.bin",
+                "/etc/hostname",
+                "sub/../../x",
+                "",
+                ".",
+                "..",
+                "a\0b",
+                "absent.bin",
+                "weights.bin/x",
+                "model.onnx",
+                "\\windows\\path",
+                "~/x",
+                "%s",
+                "weights.bin\n",
+                "proc/self/mem",
+                "/dev/zero",
+            ],
         )
         return f"tensor {t.name!r} location -> {entries['location'].value!r}"
     if r < 0.65:
@@ -908,8 +986,20 @@ def m_external_file(mu: Mutant, rng: random.Random) -> str | None:
         cut = rng.randrange(len(mu.files[name]) + 1)
         mu.files[name] = mu.files[name][:cut]
         return f"data file {name!r} cut to {cut} bytes"
-    kind = _pick(rng, ["fifo", "dir", "symlink:/dev/zero", "symlink:/etc/hostname", "symlink:loop", "absent",
-                       "hardlink", "symlink:inside", "symlink:dir"])
+    kind = _pick(
+        rng,
+        [
+            "fifo",
+            "dir",
+            "symlink:/dev/zero",
+            "symlink:/etc/hostname",
+            "symlink:loop",
+            "absent",
+            "hardlink",
+            "symlink:inside",
+            "symlink:dir",
+        ],
+    )
     mu.special[name] = kind
     return f"data file {name!r} -> {kind}"
 
@@ -951,7 +1041,9 @@ def m_body(mu: Mutant, rng: random.Random) -> str | None:
             a.g.CopyFrom(b.g)
             return f"{n.name!r}: body {a.name} replaced by another node's body"
     if r < 0.9:
-        a.g.node.append(helper.make_node("Relu", [n.output[0] if n.output else "y"], ["inner_cycle"], "inner"))
+        a.g.node.append(
+            helper.make_node("Relu", [n.output[0] if n.output else "y"], ["inner_cycle"], "inner")
+        )
         return f"{n.name!r}: body reads its own node's output"
     n.attribute.append(helper.make_attribute("num_scan_inputs", _pick(rng, [0, -1, 50, 2**40])))
     return f"{n.name!r}: num_scan_inputs set"
@@ -978,15 +1070,26 @@ def m_ir_version(mu: Mutant, rng: random.Random) -> str | None:
 
 def m_metadata(mu: Mutant, rng: random.Random) -> str | None:
     junk = [
-        "[]", "{", "null", '{"nodes": 5}', '{"nodes": {"fc1": 5}}', '{"weights": {"w": "x"}}',
-        '{"weights": {"fc1.weight": {"param": 5}}}', '{"weights": [1]}', '{"layers": {"a": null}}',
-        '{"nodes": {"' + "x" * 10 + '": ["a"]}}', "1e999", '"text"',
+        "[]",
+        "{",
+        "null",
+        '{"nodes": 5}',
+        '{"nodes": {"fc1": 5}}',
+        '{"weights": {"w": "x"}}',
+        '{"weights": {"fc1.weight": {"param": 5}}}',
+        '{"weights": [1]}',
+        '{"layers": {"a": null}}',
+        '{"nodes": {"' + "x" * 10 + '": ["a"]}}',
+        "1e999",
+        '"text"',
     ]
     if rng.random() < 0.5:
         mu.model.metadata_props.add(key="onnxscope.layer_map", value=_pick(rng, junk))
         return "layer map junk"
     _, n = _pick(rng, _nodes(mu.model))
-    value = _pick(rng, ["['a', 1]", "[[]]", "{}", "['', '']", "[" * 200, "not python", "['a', 'b', 'c']", "None"])
+    value = _pick(
+        rng, ["['a', 1]", "[[]]", "{}", "['', '']", "[" * 200, "not python", "['a', 'b', 'c']", "None"]
+    )
     n.metadata_props.add(key="pkg.torch.onnx.name_scopes", value=value)
     return f"{n.name!r}: name_scopes junk"
 
@@ -1018,7 +1121,9 @@ def m_constant(mu: Mutant, rng: random.Random) -> str | None:
         )
     if rng.random() < 0.2:
         attrs["value_int"] = 1  # two value attributes
-    g.node.insert(rng.randrange(len(g.node) + 1), helper.make_node("Constant", [], [name], f"const_{kind}", **attrs))
+    g.node.insert(
+        rng.randrange(len(g.node) + 1), helper.make_node("Constant", [], [name], f"const_{kind}", **attrs)
+    )
     return f"Constant ({list(attrs)}) producing {name!r}"
 
 
@@ -1118,7 +1223,9 @@ def m_function(mu: Mutant, rng: random.Random) -> str | None:
     )
     m.functions.append(fn)
     g, n = _pick(rng, _nodes(m))
-    g.node.append(helper.make_node("F", [n.output[0] if n.output else "x"], ["f_out"], "call_f", domain="local"))
+    g.node.append(
+        helper.make_node("F", [n.output[0] if n.output else "x"], ["f_out"], "call_f", domain="local")
+    )
     return "local function called"
 
 
@@ -1214,7 +1321,9 @@ def _byte_mutation(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         return bytes(b[:cut]), f"cut at {cut}"
     if r < 0.9:
         at = rng.randrange(len(b) + 1)
-        return bytes(b[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 16))) + b[at:]), "bytes inserted"
+        return bytes(
+            b[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 16))) + b[at:]
+        ), "bytes inserted"
     at = rng.randrange(len(b) + 1)
     n = rng.randint(1, 64)
     return bytes(b[:at] + b[at : at + n] + b[at:]), "slice duplicated"
@@ -1248,9 +1357,25 @@ class Case:
 
 # Mutations that often leave a model loadable: half of the capture cases draw from these only, so that the
 # run-time part (input generation, graph rewriting, onnxruntime, the capture file) sees many odd models.
-SOFT = [m_attr_value, m_value_dims, m_huge_dims, m_metadata, m_shuffle_nodes, m_op_type, m_value_type,
-        m_attr_drop_add, m_shadow_input, m_rename_everywhere, m_graph_output, m_body, m_constant, m_value_info,
-        m_unused_initializer, m_function, m_opset]
+SOFT = [
+    m_attr_value,
+    m_value_dims,
+    m_huge_dims,
+    m_metadata,
+    m_shuffle_nodes,
+    m_op_type,
+    m_value_type,
+    m_attr_drop_add,
+    m_shadow_input,
+    m_rename_everywhere,
+    m_graph_output,
+    m_body,
+    m_constant,
+    m_value_info,
+    m_unused_initializer,
+    m_function,
+    m_opset,
+]
 
 
 def make_case(seed: int, index: int, pristine: str | None = None, capture: bool = False) -> Case:
@@ -1294,7 +1419,9 @@ def make_case(seed: int, index: int, pristine: str | None = None, capture: bool 
         valid = False
     if mu.utf8:
         ops.append("invalid_utf8")
-    return Case(index, name, done, data, mu.files, mu.special, mu.model_kind, valid=valid and bool(done), ops=ops)
+    return Case(
+        index, name, done, data, mu.files, mu.special, mu.model_kind, valid=valid and bool(done), ops=ops
+    )
 
 
 def write_case(case: Case, folder: Path) -> None:
@@ -1399,18 +1526,30 @@ class Recorder:
             self.events.append({"query": query, "kind": "clean", "type": type(e).__name__, "msg": msg[:300]})
             if "\n" in msg or not msg:
                 self.events.append(
-                    {"query": query, "kind": "other", "sig": f"MultiLineMessage@{type(e).__name__}",
-                     "type": type(e).__name__, "msg": msg[:500], "tb": traceback.format_exc()[-4000:]}
+                    {
+                        "query": query,
+                        "kind": "other",
+                        "sig": f"MultiLineMessage@{type(e).__name__}",
+                        "type": type(e).__name__,
+                        "msg": msg[:500],
+                        "tb": traceback.format_exc()[-4000:],
+                    }
                 )
-        except BaseException as e:  # noqa: BLE001 - everything else is what the fuzzer hunts
+        except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
             sig = signature(e)
             if str(e).startswith("CanaryLeak"):  # a file outside the input's folder was read: a security bug
                 sig = f"CanaryLeak@{query}"
             self.events.append(
-                {"query": query, "kind": "other", "sig": sig, "type": type(e).__name__,
-                 "msg": str(e)[:500], "tb": traceback.format_exc()[-4000:]}
+                {
+                    "query": query,
+                    "kind": "other",
+                    "sig": sig,
+                    "type": type(e).__name__,
+                    "msg": str(e)[:500],
+                    "tb": traceback.format_exc()[-4000:],
+                }
             )
         return None
 
@@ -1459,7 +1598,9 @@ def _mutate_capture(saved: Path, rng: random.Random, out: Path) -> Path:
     return bad
 
 
-def _mutate_inputs(feeds: dict[str, np.ndarray], rng: random.Random, out: Path) -> tuple[list[str], str | None]:
+def _mutate_inputs(
+    feeds: dict[str, np.ndarray], rng: random.Random, out: Path
+) -> tuple[list[str], str | None]:
     """Input files written from ``feeds`` (.npy, .npz, a test-data folder of .pb, maybe with external data
     pointing at the canary in the working directory), one of them damaged; the read_inputs arguments."""
     folder = out / "inputs"
@@ -1472,7 +1613,9 @@ def _mutate_inputs(feeds: dict[str, np.ndarray], rng: random.Random, out: Path) 
         if rng.random() < 0.3:  # external data: the canary's name, which must not resolve to the working dir
             t.ClearField("raw_data")
             t.data_location = TensorProto.EXTERNAL
-            t.external_data.add(key="location", value=_pick(rng, ["secret.bin", "../cwd/secret.bin", "data.bin"]))
+            t.external_data.add(
+                key="location", value=_pick(rng, ["secret.bin", "../cwd/secret.bin", "data.bin"])
+            )
             t.external_data.add(key="length", value=str(len(np.asarray(a).tobytes())))
             (tensors / "data.bin").write_bytes(np.asarray(a).tobytes())
         (tensors / f"input_{i}.pb").write_bytes(t.SerializeToString())
@@ -1528,7 +1671,14 @@ def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dic
         "cli weights",
         cli_weights.run,
         argparse.Namespace(
-            model=str(path), json=False, name=None, op=None, role=None, stats=True, duplicates=True, raw=False,
+            model=str(path),
+            json=False,
+            name=None,
+            op=None,
+            role=None,
+            stats=True,
+            duplicates=True,
+            raw=False,
             save=str(out / "w.npz"),
         ),
     )
@@ -1561,7 +1711,6 @@ def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dic
 
     rec("paths", paths)
     if capture:
-
         rng = random.Random(f"capture:{key}")
         cap = rec("capture", onnxscope.capture, m, None, None, None, random=True, dims=_symbols(m), seed=0)
         if cap is not None:
@@ -1587,7 +1736,9 @@ def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dic
                 got = read_inputs(specs, bundle)
                 for a in got.values():
                     if np.asarray(a).tobytes().startswith(CANARY[:16]):
-                        raise AssertionError("CanaryLeak: an input file read the working directory's secret.bin")
+                        raise AssertionError(
+                            "CanaryLeak: an input file read the working directory's secret.bin"
+                        )
                 onnxscope.capture(m, got)
 
             rec("read_inputs", inputs)
@@ -1608,8 +1759,8 @@ def worker(seed: int, folder: Path) -> None:
     _limit_resources()
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
-    import onnxscope  # noqa: F401 - the imports are paid once per worker
-    import onnxscope.model  # noqa: F401
+    import onnxscope
+    import onnxscope.model
     import onnxscope.session  # noqa: F401
 
     out = sys.stdout
@@ -1643,8 +1794,13 @@ def worker(seed: int, folder: Path) -> None:
         loaded = not any(e["query"] == "load" for e in events)
         out.write(
             json.dumps(
-                {"i": req.get("i"), "events": events, "desc": desc, "loaded": loaded,
-                 "seconds": time.perf_counter() - start}
+                {
+                    "i": req.get("i"),
+                    "events": events,
+                    "desc": desc,
+                    "loaded": loaded,
+                    "seconds": time.perf_counter() - start,
+                }
             )
             + "\n"
         )
@@ -1662,8 +1818,13 @@ class Worker:
         self.folder = work / f"w{k}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.err = self.folder / "stderr.txt"
-        env = {**os.environ, "ONNXSCOPE_MAX_BYTES": str(WORKER_MAX_BYTES), "OMP_NUM_THREADS": "1",
-               "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {
+            **os.environ,
+            "ONNXSCOPE_MAX_BYTES": str(WORKER_MAX_BYTES),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, "--worker", "--seed", str(seed), "--work", str(self.folder)],
@@ -1766,8 +1927,16 @@ class Campaign:
             for e in {e["sig"]: e for e in others}.values():
                 t.signatures[e["sig"]] += 1
                 t.queries.setdefault(e["sig"], set()).add(e["query"])
-                self.keep(e["sig"], case_dir, {"query": e["query"], "message": e["msg"], "traceback": e["tb"],
-                                               "capture": bool(w.request.get("capture"))})
+                self.keep(
+                    e["sig"],
+                    case_dir,
+                    {
+                        "query": e["query"],
+                        "message": e["msg"],
+                        "traceback": e["tb"],
+                        "capture": bool(w.request.get("capture")),
+                    },
+                )
         elif events:
             t.clean += 1
             t.clean_types.update({e["type"] for e in events})
@@ -1789,8 +1958,16 @@ class Campaign:
         t.signatures[sig] += 1
         t.queries.setdefault(sig, set()).add("?")
         if case_dir.exists():
-            self.keep(sig, case_dir, {"query": "?", "message": kind, "traceback": stderr,
-                                      "capture": bool(w.request and w.request.get("capture"))})
+            self.keep(
+                sig,
+                case_dir,
+                {
+                    "query": "?",
+                    "message": kind,
+                    "traceback": stderr,
+                    "capture": bool(w.request and w.request.get("capture")),
+                },
+            )
 
     def run(self, requests: list[dict[str, object]], case_dir_of) -> None:
         """Send every request to the workers; watch them; restart a worker that hangs or dies."""
@@ -1863,8 +2040,11 @@ class Campaign:
             if self.args.progress and time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 t = self.tally
-                print(f"  … {t.cases}/{len(requests)} cases, {t.other} other, {t.crash} crashes, {t.hang} hangs",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  … {t.cases}/{len(requests)} cases, {t.other} other, {t.crash} crashes, {t.hang} hangs",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for w in workers.values():
             w.proc.stdin.close()  # type: ignore[union-attr]
             w.proc.wait(timeout=30)
@@ -1905,7 +2085,10 @@ def print_summary(s: dict[str, object]) -> None:
     )
     print(f"  loaded                {s['loaded']}  (of which {s['capture_ran']} went on to capture)")
     print(f"  ok (no error)         {s['ok']}")
-    print(f"  clean errors          {s['clean_errors']}  " + ", ".join(f"{k} {v}" for k, v in s["clean_error_types"].items()))
+    print(
+        f"  clean errors          {s['clean_errors']}  "
+        + ", ".join(f"{k} {v}" for k, v in s["clean_error_types"].items())
+    )
     print(f"  other exceptions      {s['other_exceptions']}")
     print(f"  crashes               {s['crashes']}")
     print(f"  hangs                 {s['hangs']}")
