@@ -145,6 +145,12 @@ def check_npz(z: Any, what: str, error: type[OnnxscopeError]) -> None:
     names = set(z.zip.namelist())
     for key in z.files:
         member = f"{key}.npy" if f"{key}.npy" in names else key
-        with z.zip.open(member) as m:
-            total += check_npy_header(m, f"{what}: array {key!r}", error)
+        try:
+            with z.zip.open(member) as m:
+                total += check_npy_header(m, f"{what}: array {key!r}", error)
+        except OnnxscopeError:
+            raise
+        except Exception as e:  # zipfile on a damaged archive: BadZipFile, NotImplementedError, zlib.error…
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise error(f"{what}: array {key!r} cannot be read ({reason})") from e
     check_alloc(total, f"{what} ({len(z.files)} arrays)")

@@ -44,7 +44,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxscope._files import kind_of, open_regular, read_regular
-from onnxscope.errors import ModelLoadError, OnnxscopeError
+from onnxscope.errors import ModelLoadError, OnnxscopeError, UnsupportedError
 from onnxscope.limits import check_alloc
 
 __all__ = [
@@ -377,7 +377,7 @@ def _check_model(proto: onnx.ModelProto, label: str) -> _Checker:
         opsets[domain] = o.version
     if proto.graph.sparse_initializer:
         t = proto.graph.sparse_initializer[0]
-        raise ModelLoadError(
+        raise UnsupportedError(
             f"{label}: sparse initializer {_q(t.values.name)}: sparse tensors are not supported; densify them"
         )
     main = _Checker(label, opsets)
@@ -424,9 +424,9 @@ class _Checker:
         self.unsorted = False  # some node reads a tensor produced later in the file: sort after conversion
         self.undefined_types = False  # some value declares an UNDEFINED element type: forget it
 
-    def fail(self, text: str) -> ModelLoadError:
+    def fail(self, text: str, kind: type[OnnxscopeError] = ModelLoadError) -> OnnxscopeError:
         where = f"{self.in_function}: " if self.in_function else ""
-        return ModelLoadError(f"{self.label}: {where}{text}")
+        return kind(f"{self.label}: {where}{text}")
 
     # -- graphs ---------------------------------------------------------------------------------------------
     def graph(self, g: onnx.GraphProto, scopes: list[set[str]], where: object) -> set[str]:
@@ -452,7 +452,7 @@ class _Checker:
             local.setdefault(t.name, "an initializer")
             self.tensor(t, _Lazy(lambda t=t: f"{ctx}initializer {_q(t.name)}"))
         if g.sparse_initializer:
-            raise self.fail(f"{ctx}sparse initializers are not supported; densify them")
+            raise self.fail(f"{ctx}sparse initializers are not supported; densify them", UnsupportedError)
         available = set(local)  # defined so far, in file order: to tell whether the graph needs sorting
         produced: set[str] = set()
         for n in g.node:
@@ -546,7 +546,7 @@ class _Checker:
         except ValueError as e:
             raise self.fail(f"{where}: {e}") from None
         if self.in_function and t.data_location == T.EXTERNAL:
-            raise self.fail(f"{where}: external data inside a function is not supported")
+            raise self.fail(f"{where}: external data inside a function is not supported", UnsupportedError)
 
     # -- nodes ----------------------------------------------------------------------------------------------
     def node(self, n: onnx.NodeProto, scopes: list[set[str]], ctx: object) -> set[str]:
@@ -610,7 +610,7 @@ class _Checker:
         self.tensor(s.values, f"{where} values")
         self.tensor(s.indices, f"{where} indices")
         if s.values.data_location == T.EXTERNAL or s.indices.data_location == T.EXTERNAL:
-            raise self.fail(f"{where}: external sparse tensors are not supported")
+            raise self.fail(f"{where}: external sparse tensors are not supported", UnsupportedError)
         if any(d < 0 for d in s.dims):
             raise self.fail(f"{where}: negative dimension in {list(s.dims)}")
 

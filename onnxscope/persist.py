@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
 
 from onnxscope._files import check_npz, open_regular
-from onnxscope.errors import ModelLoadError
+from onnxscope.errors import ModelLoadError, OnnxscopeError
 from onnxscope.expose import TensorMeta
 from onnxscope.model import Model, load
 from onnxscope.render import save_npz
@@ -145,9 +143,11 @@ def load_capture(
                         f"{p}: not a readable onnxscope capture (broken metadata: {problem})"
                     )
                 arrays = {k: z[f"t{i}"] for i, k in enumerate(meta["keys"])}
-        except ModelLoadError:
+        except OnnxscopeError:
             raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        except (
+            Exception
+        ) as e:  # zipfile/zlib/numpy on a damaged file: BadZipFile, NotImplementedError, EOFError…
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelLoadError(f"{p}: not a readable onnxscope capture ({reason})") from e
     if isinstance(model, (str, os.PathLike)):

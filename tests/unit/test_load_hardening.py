@@ -416,3 +416,16 @@ def test_quantization_parameters_that_do_not_fit_the_weight_are_a_model_error(tm
     m = onnxscope.load(_save(p, tmp_path))
     with pytest.raises(ModelLoadError, match=r"QDQ node 'dq': .* shape \[5\] does not fit axis 0 .*\[4, 3\]"):
         m.weights["wq"].dequantize()
+
+
+def test_a_sparse_initializer_is_unsupported_not_misread(tmp_path):
+    p = _mlp_proto()
+    p.graph.sparse_initializer.append(
+        helper.make_sparse_tensor(
+            numpy_helper.from_array(np.array([1.0], np.float32), "sparse_w"),
+            numpy_helper.from_array(np.array([3], np.int64), "idx"),
+            [2, 2],
+        )
+    )
+    with pytest.raises(onnxscope.UnsupportedError, match="sparse initializer 'sparse_w'.*densify"):
+        onnxscope.load(_save(p, tmp_path))
