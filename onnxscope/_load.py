@@ -482,12 +482,17 @@ class _Checker:
         for v in g.output:
             if not v.name:
                 raise self.fail(f"{ctx}a graph output has an empty name")
-            if not any(v.name in s for s in inner):
-                raise self.fail(
-                    f"{ctx}graph output {_q(v.name)} is produced by no node (nor is it an input or initializer)"
-                )
             if v.name not in local:
-                free.add(v.name)
+                outer = any(v.name in s for s in scopes)
+                raise self.fail(  # ONNX: a graph's outputs are its own values (a body passes an outer one on
+                    # through an Identity node); onnx_ir cannot copy a body whose output belongs to its parent
+                    f"{ctx}graph output {_q(v.name)} is "
+                    + (
+                        "a value of the enclosing graph; a body must compute its outputs (an Identity node)"
+                        if outer
+                        else "produced by no node (nor is it an input or initializer)"
+                    )
+                )
         return free
 
     def function(self, f: onnx.FunctionProto) -> None:

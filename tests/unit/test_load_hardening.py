@@ -429,3 +429,21 @@ def test_a_sparse_initializer_is_unsupported_not_misread(tmp_path):
     )
     with pytest.raises(onnxscope.UnsupportedError, match="sparse initializer 'sparse_w'.*densify"):
         onnxscope.load(_save(p, tmp_path))
+
+
+def test_a_body_output_taken_straight_from_the_enclosing_graph_is_refused(tmp_path):
+    """ONNX wants an Identity in the body; onnx_ir cannot copy a body whose output belongs to its parent."""
+    body = helper.make_graph([], "then", [], [helper.make_tensor_value_info("x", 1, [2])])
+    p = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("If", ["c"], ["y"], "if", then_branch=body, else_branch=body)],
+            "g",
+            [
+                helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("x", 1, [2]),
+            ],
+            [helper.make_tensor_value_info("y", 1, [2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    _refused(p, tmp_path, "graph output 'x' is a value of the enclosing graph", "Identity")
