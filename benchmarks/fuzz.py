@@ -1541,6 +1541,8 @@ class Recorder:
             sig = signature(e)
             if str(e).startswith("CanaryLeak"):  # a file outside the input's folder was read: a security bug
                 sig = f"CanaryLeak@{query}"
+            elif str(e).startswith("RoundTrip") and e.__cause__ is not None:
+                sig = f"RoundTrip:{type(e.__cause__).__name__}@{signature(e.__cause__).split('@', 1)[1]}"
             self.events.append(
                 {
                     "query": query,
@@ -1576,7 +1578,9 @@ def _mutate_capture(saved: Path, rng: random.Random, out: Path) -> Path:
         bad.write_bytes(data)
         return bad
     with np.load(saved, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        arrays = {
+            k: z[k] for k in z.files
+        }  # raises if the saved file holds pickled objects (a bug reported apart)
     meta = json.loads(bytes(arrays["__onnxscope__"]).decode())
     junk = [None, 1, -1, "x", [], {}, [1, 2], {"a": 1}, [["a"]], True, 1.5]
     r = rng.random()
@@ -1726,8 +1730,21 @@ def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dic
                     for node in list(back._nodes)[:3]:
                         back.node(node)
 
-                rec("load_capture", read_back, Path(saved))
-                rec("load_capture broken", read_back, _mutate_capture(Path(saved), rng, out))
+                def round_trip() -> None:  # a capture onnxscope saved must read back: any error is a bug
+                    from onnxscope.errors import OnnxscopeError
+
+                    try:
+                        read_back(Path(saved))
+                    except OnnxscopeError as e:
+                        raise AssertionError(f"RoundTrip: a saved capture does not read back: {e}") from e
+
+                rec("load_capture", round_trip)
+                try:
+                    broken = _mutate_capture(Path(saved), rng, out)
+                except Exception:  # the saved file itself is unreadable: reported by round_trip above
+                    broken = None
+                if broken is not None:
+                    rec("load_capture broken", read_back, broken)
 
             def inputs() -> None:
                 from onnxscope.inputs import read_inputs

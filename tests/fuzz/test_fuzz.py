@@ -20,11 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # repro and the fix wanted). Delete each entry once fixed: the sample must then show none of it.
 PENDING = (
     "@onnxscope/graph.py:",  # layer_map_of accepts a layer map of any shape ({"nodes": 5})
-    "@onnxscope/expose.py:",  # the same layer map in expose._walk
+    "@onnxscope/expose.py:_walk",  # the same layer map in expose._walk
     "@onnxscope/neurons.py:",  # custom-domain weighted ops with too few inputs, scalar weights, zero units
     "@onnxscope/patterns.py:",  # contrib/custom Attention nodes with too few inputs
-    "@onnxscope/paths.py:extract",  # extract where an output is an input or unreachable (onnx_ir RuntimeError)
+    "@onnxscope/paths.py:extract",  # extract of an output that is a graph input (onnx_ir RuntimeError)
     "@onnxscope/inputs.py:_random",  # random inputs sized from declared dims: no memory budget yet
+    "RoundTrip:",  # save_capture pickles object (string) arrays, which load_capture then refuses to unpickle
 )
 
 
