@@ -163,14 +163,18 @@ def _parse(data: bytes, label: str, suffix: str) -> onnx.ModelProto:
 
 
 @contextlib.contextmanager
-def _quiet(logger: str = "onnx_ir") -> Iterator[None]:
+def _quiet(prefix: str = "onnx_ir") -> Iterator[None]:
     """onnx_ir logs a warning per dubious construct; the checks here have already refused or accepted each."""
-    log = logging.getLogger(logger)
-    level, log.disabled = log.disabled, True
+    names = [prefix, *(n for n in logging.root.manager.loggerDict if n.startswith(prefix + "."))]
+    loggers = [logging.getLogger(n) for n in names]
+    was = [log.disabled for log in loggers]
+    for log in loggers:
+        log.disabled = True
     try:
         yield
     finally:
-        log.disabled = level
+        for log, disabled in zip(loggers, was, strict=True):
+            log.disabled = disabled
 
 
 def model_from_proto(

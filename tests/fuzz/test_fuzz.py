@@ -25,7 +25,8 @@ PENDING = (
     "@onnxscope/patterns.py:",  # contrib/custom Attention nodes with too few inputs
     "@onnxscope/paths.py:extract",  # extract of an output that is a graph input (onnx_ir RuntimeError)
     "@onnxscope/inputs.py:_random",  # random inputs sized from declared dims: no memory budget yet
-    "RoundTrip:",  # save_capture pickles object (string) arrays, which load_capture then refuses to unpickle
+    "RoundTrip:",  # a saved capture that does not read back: save_capture pickles string arrays, Capture.info
+    # cannot describe an initializer that is a graph output, a malformed layer map reaches TensorMeta.module
 )
 
 
