@@ -1,10 +1,24 @@
-"""Dataset capture memory: peak RSS of a 1,000-batch run against a 10-batch run (it must not grow with batches).
+"""Dataset capture: throughput against plain onnxruntime and against the I/O limit, scale-out on a local Dask
+cluster, and memory that stays flat with the number of batches.
 
-Each run is a fresh process that captures every tensor of a small CNN (Conv → BatchNorm → ReLU → residual →
-Linear, 3×32×32 inputs, batch 8) into a Zarr store with statistics, generating batches on the fly. Printed side by
-side: plain onnxruntime over the same batches (no capture) for reference.
+Printed side by side, each run a fresh process (intra_op_num_threads=1, rounds interleaved, median reported):
 
-Run: ``python benchmarks/dataset.py [--batches 10 1000]``
+1. an I/O-bound model (a small CNN: Conv → BatchNorm → ReLU → residual → Linear, batch 8 of 3×32×32, ~3 MB of
+   captures per batch) over a folder of ``.npy`` batches:
+   - plain onnxruntime (no capture);
+   - plain onnxruntime returning every intermediate tensor + ``numpy.save`` of each to its own raw file: the I/O
+     limit (no chunking, no statistics, nothing to resume);
+   - onnxscope ``capture_dataset`` in one process (Zarr store + statistics);
+   - onnxscope on a local Dask cluster of 2 single-threaded workers;
+   target: one process ≤ 1.5 × the I/O limit.
+   CPU seconds (all threads; for Dask, the workers' and the client's) are printed too: on a shared machine they
+   say more than the wall time about the work each approach does.
+2. a compute-bound model (an MLP of 2048-wide Gemm → ReLU layers, batch 32): one process against 2 workers;
+   target: 2 workers ≥ 1.6 × the single-process throughput.
+3. memory: peak RSS of one process, and of each Dask worker, over 10 and over 1,000 batches (target: within 5 %),
+   and one batch of 256 samples against plain onnxruntime + 1.2 × the bytes captured.
+
+Run: ``python benchmarks/dataset.py`` (``--quick`` for a short sanity run).
 """
 
 from __future__ import annotations
@@ -12,37 +26,73 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 
 CHILD = r"""
-import json, sys, time, numpy as np
-import onnxscope, onnxscope.dataset, zarr  # the same imports in every run: the baseline differs only in capture
-mode, model, out, n, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-def batches():
-    rng = np.random.default_rng(0)
-    for _ in range(n):
-        yield {"x": rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)}
-t0 = time.perf_counter()
-if mode == "onnxscope":
-    from onnxscope.dataset import capture_dataset
-    store = capture_dataset(model, batches(), out=out, progress=False, threads=1)
-    assert store.batches == n
-    captured = sum(store.array(k)[:batch].nbytes for k in store)  # one batch's captured tensors (first chunk)
-else:
-    import onnxruntime as ort
-    so = ort.SessionOptions(); so.intra_op_num_threads = 1
-    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-    for b in batches():
-        s.run(None, b)
-hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss": hwm,
-                  "captured": captured if mode == "onnxscope" else 0}))
+import json, os, resource, sys, time, glob
+import numpy as np
+import onnxruntime as ort
+import onnxscope, onnxscope.dataset, zarr  # the same imports in every run
+mode, model, data, out, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+files = sorted(glob.glob(os.path.join(data, "*.npy")))
+name = extra["input"]
+result = {}
+def hwm():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+if mode in ("ort", "ort+save"):
+    so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    path = extra["all_outputs"] if mode == "ort+save" else model
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    os.makedirs(out, exist_ok=True)
+    t0, c0 = time.perf_counter(), cpu()
+    written = 0
+    for b, f in enumerate(files):
+        x = np.load(f)
+        outs = s.run(None, {name: x})
+        if mode == "ort+save":
+            np.save(os.path.join(out, f"{b}-input.npy"), x)
+            for i, a in enumerate(outs):
+                np.save(os.path.join(out, f"{b}-{i}.npy"), a)
+                written += a.nbytes
+            written += x.nbytes
+    result["seconds"], result["cpu"] = time.perf_counter() - t0, cpu() - c0
+    result["bytes"] = written
+elif mode == "onnxscope":
+    t0, c0 = time.perf_counter(), cpu()
+    store = onnxscope.dataset.capture_dataset(model, data, out=out, progress=False, threads=1, **extra["kw"])
+    result["seconds"], result["cpu"] = time.perf_counter() - t0, cpu() - c0
+    result["peak_rss"] = hwm()  # the capture's, before reading anything back
+    result["bytes"] = store.nbytes
+    result["captured"] = sum(store.array(k)[: extra["batch"]].nbytes for k in store)
+    assert store.batches == len(files)
+else:  # dask
+    from onnxscope.dataset import local_client
+    def warm():  # the same imports as the single-process run has done before its clock starts
+        import onnxruntime, onnxscope.dataset, onnxscope.session, zarr
+    with local_client(int(extra["workers"])) as client:
+        client.run(warm)
+        c0 = sum(client.run(cpu).values()) + cpu()
+        t0 = time.perf_counter()
+        store = onnxscope.dataset.capture_dataset(model, data, out=out, progress=False, client=client, **extra["kw"])
+        result["seconds"] = time.perf_counter() - t0
+        result["cpu"] = sum(client.run(cpu).values()) + cpu() - c0
+        result["bytes"] = store.nbytes
+        peaks = client.run(lambda: next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))
+        result["worker_rss"] = max(peaks.values())
+result.setdefault("peak_rss", hwm())
+print(json.dumps(result))
 """
 
 
-def build(path: str) -> None:
+def build_cnn(path: str) -> None:
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -79,55 +129,181 @@ def build(path: str) -> None:
     onnx.save(proto, path)
 
 
+def build_mlp(path: str, width: int = 2048, layers: int = 4) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}"),
+        ]
+        nodes += [
+            helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"h{i}"], transB=1),
+            helper.make_node("Relu", [f"h{i}"], [f"a{i}"]),
+        ]
+        prev = f"a{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", width])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["B", width])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+
+
+def all_outputs(model: str, path: str) -> None:
+    """The model with every intermediate tensor as a graph output: what plain onnxruntime returns to be saved."""
+    import onnx
+
+    m = onnx.shape_inference.infer_shapes(onnx.load(model))
+    have = {o.name for o in m.graph.output}
+    for vi in m.graph.value_info:
+        if vi.name not in have:
+            m.graph.output.append(vi)
+    onnx.save(m, path)
+
+
+def make_data(folder: str, n: int, shape: tuple[int, ...]) -> None:
+    import numpy as np
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for b in range(n):
+        np.save(os.path.join(folder, f"{b:06d}.npy"), rng.standard_normal(shape).astype(np.float32))
+
+
+def child(mode: str, model: str, data: str, out: str, extra: dict) -> dict:
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, model, data, out, json.dumps(extra)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode:
+        sys.exit(f"{mode} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def rounds(modes: dict, model: str, data: str, folder: str, n_rounds: int) -> dict:
+    """Each mode once per round, rounds interleaved; the median seconds and the last run's other figures."""
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for r in range(n_rounds):
+        for mode, (kind, extra) in modes.items():
+            out = os.path.join(folder, f"{mode}-{r}.out")
+            runs[mode].append(child(kind, model, data, out, extra))
+            subprocess.run(["rm", "-rf", out], check=True)
+    return {
+        m: {
+            **v[-1],
+            "seconds": statistics.median(x["seconds"] for x in v),
+            "cpu": statistics.median(x["cpu"] for x in v),
+        }
+        for m, v in runs.items()
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batches", type=int, nargs="+", default=[10, 1000])
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument(
-        "--one-batch-size", type=int, default=256, help="batch size of the one-batch memory check"
-    )
+    ap.add_argument("--batches", type=int, default=1000, help="batches of the I/O-bound throughput runs")
+    ap.add_argument("--mlp-batches", type=int, default=384, help="batches of the compute-bound runs")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rss-batches", type=int, nargs=2, default=[10, 1000])
+    ap.add_argument("--one-batch-size", type=int, default=256)
+    ap.add_argument("--quick", action="store_true", help="a short sanity run (few batches, one round)")
     args = ap.parse_args()
+    if args.quick:
+        args.batches, args.mlp_batches, args.rounds, args.rss_batches = 100, 64, 1, [10, 100]
     with tempfile.TemporaryDirectory() as folder:
-        model = os.path.join(folder, "cnn.onnx")
-        build(model)
-        print(f"{'run':<28}{'batches':>8}{'seconds':>10}{'peak RSS (MB)':>15}")
+        cnn, mlp = os.path.join(folder, "cnn.onnx"), os.path.join(folder, "mlp.onnx")
+        build_cnn(cnn)
+        build_mlp(mlp)
+        all_outputs(cnn, os.path.join(folder, "cnn-all.onnx"))
+        all_outputs(mlp, os.path.join(folder, "mlp-all.onnx"))
+        make_data(os.path.join(folder, "cnn-data"), args.batches, (8, 3, 32, 32))
+        make_data(os.path.join(folder, "mlp-data"), args.mlp_batches, (32, 2048))
+
+        print(f"1. I/O-bound: small CNN, {args.batches} batches of 8 (median of {args.rounds} rounds)")
+        base = {"input": "x", "batch": 8, "all_outputs": os.path.join(folder, "cnn-all.onnx"), "kw": {}}
+        modes = {
+            "plain onnxruntime": ("ort", base),
+            "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
+            "onnxscope, one process": ("onnxscope", base),
+            "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
+        }
+        res = rounds(modes, cnn, os.path.join(folder, "cnn-data"), folder, args.rounds)
+        _table(res, args.batches * 8)
+        limit = res["onnxruntime + numpy.save (I/O limit)"]["seconds"]
+        one = res["onnxscope, one process"]["seconds"]
+        print(
+            f"one process / I/O limit: {one / limit:.2f}x (target <= 1.5x: {'PASS' if one <= 1.5 * limit else 'FAIL'})"
+        )
+        print(f"2 workers vs one process: {one / res['onnxscope, Dask 2 workers']['seconds']:.2f}x\n")
+
+        print(f"2. compute-bound: MLP 4 x Gemm(2048) + ReLU, {args.mlp_batches} batches of 32")
+        base = {"input": "x", "batch": 32, "all_outputs": os.path.join(folder, "mlp-all.onnx"), "kw": {}}
+        modes = {
+            "plain onnxruntime": ("ort", base),
+            "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
+            "onnxscope, one process": ("onnxscope", base),
+            "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
+        }
+        res = rounds(modes, mlp, os.path.join(folder, "mlp-data"), folder, args.rounds)
+        _table(res, args.mlp_batches * 32)
+        one, two = res["onnxscope, one process"]["seconds"], res["onnxscope, Dask 2 workers"]["seconds"]
+        print(
+            f"2 workers vs one process: {one / two:.2f}x (target >= 1.6x: {'PASS' if one >= 1.6 * two else 'FAIL'})\n"
+        )
+
+        print("3. memory (small CNN, the same plan for both runs: 16 batches per shard)")
+        lo, hi = args.rss_batches
+        make_data(os.path.join(folder, "rss-data"), hi, (8, 3, 32, 32))
         peaks = {}
-        for n in args.batches:
-            for mode in ("ort", "onnxscope"):
-                out = os.path.join(folder, f"{mode}-{n}.zarr")
-                r = subprocess.run(
-                    [sys.executable, "-c", CHILD, mode, model, out, str(n), str(args.batch_size)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                d = json.loads(r.stdout.strip().splitlines()[-1])
-                peaks[(mode, n)] = d["peak_rss"]
-                label = "plain onnxruntime" if mode == "ort" else "onnxscope capture_dataset"
-                print(f"{label:<28}{n:>8}{d['seconds']:>10.2f}{d['peak_rss'] / 2**20:>15.0f}")
-        lo, hi = min(args.batches), max(args.batches)
-        growth = peaks[("onnxscope", hi)] / peaks[("onnxscope", lo)] - 1
-        verdict = "PASS" if abs(growth) <= 0.05 else "FAIL"
-        print(f"peak RSS, {hi} batches vs {lo}: {growth:+.1%} (target within 5%: {verdict})")
-        # one big batch: peak RSS against plain onnxruntime's + 1.2 x the bytes captured
-        size = args.one_batch_size
-        res = {}
-        for mode in ("ort", "onnxscope"):
-            out = os.path.join(folder, f"one-{mode}.zarr")
-            r = subprocess.run(
-                [sys.executable, "-c", CHILD, mode, model, out, "1", str(size)],
-                capture_output=True,
-                text=True,
-                check=True,
+        for n in (lo, hi):
+            data = os.path.join(folder, f"rss-{n}")
+            os.makedirs(data, exist_ok=True)
+            for b in range(n):
+                os.link(os.path.join(folder, "rss-data", f"{b:06d}.npy"), os.path.join(data, f"{b:06d}.npy"))
+            extra = {"input": "x", "batch": 8, "kw": {"shard_batches": 16}}
+            peaks[("one", n)] = child("onnxscope", cnn, data, os.path.join(folder, f"rss-one-{n}"), extra)[
+                "peak_rss"
+            ]
+            w = child("dask", cnn, data, os.path.join(folder, f"rss-dask-{n}"), {**extra, "workers": 2})
+            peaks[("worker", n)] = w["worker_rss"]
+        for who in ("one", "worker"):
+            growth = peaks[(who, hi)] / peaks[(who, lo)] - 1
+            label = "one process" if who == "one" else "per Dask worker"
+            print(
+                f"peak RSS {label}: {peaks[(who, lo)] / 2**20:.0f} MB over {lo} batches, {peaks[(who, hi)] / 2**20:.0f} MB "
+                f"over {hi}: {growth:+.1%} (target within 5%: {'PASS' if abs(growth) <= 0.05 else 'FAIL'})"
             )
-            res[mode] = json.loads(r.stdout.strip().splitlines()[-1])
-        limit = res["ort"]["peak_rss"] + 1.2 * res["onnxscope"]["captured"]
-        ok = "PASS" if res["onnxscope"]["peak_rss"] <= limit else "FAIL"
+        size = args.one_batch_size
+        data = os.path.join(folder, "one-batch")
+        make_data(data, 1, (size, 3, 32, 32))
+        extra = {"input": "x", "batch": size, "kw": {}}
+        plain = child("ort", cnn, data, os.path.join(folder, "one-ort"), extra)
+        ours = child("onnxscope", cnn, data, os.path.join(folder, "one-onnxscope"), extra)
+        limit = plain["peak_rss"] + 1.2 * ours["captured"]
         mb = 2**20
         print(
-            f"one batch of {size}: plain onnxruntime {res['ort']['peak_rss'] / mb:.0f} MB, captured "
-            f"{res['onnxscope']['captured'] / mb:.0f} MB, onnxscope {res['onnxscope']['peak_rss'] / mb:.0f} MB "
-            f"(limit: plain + 1.2 x captured = {limit / mb:.0f} MB: {ok})"
+            f"one batch of {size}: plain onnxruntime {plain['peak_rss'] / mb:.0f} MB, captured "
+            f"{ours['captured'] / mb:.0f} MB, onnxscope {ours['peak_rss'] / mb:.0f} MB "
+            f"(limit: plain + 1.2 x captured = {limit / mb:.0f} MB: {'PASS' if ours['peak_rss'] <= limit else 'FAIL'})"
+        )
+
+
+def _table(res: dict, samples: int) -> None:
+    print(f"{'run':<40}{'seconds':>9}{'CPU s':>8}{'samples/s':>11}{'MB/s written':>14}{'peak RSS MB':>13}")
+    for mode, d in res.items():
+        mbs = d.get("bytes", 0) / d["seconds"] / 2**20
+        rss = d.get("worker_rss", d["peak_rss"]) / 2**20
+        print(
+            f"{mode:<40}{d['seconds']:>9.2f}{d['cpu']:>8.2f}{samples / d['seconds']:>11.0f}{mbs:>14.0f}{rss:>13.0f}"
         )
 
 

@@ -1644,6 +1644,7 @@ def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dic
 
     import onnxscope
     from onnxscope import paths as P
+    from onnxscope.cli import capture as cli_capture
     from onnxscope.cli import residuals as cli_residuals
     from onnxscope.cli import summary as cli_summary
     from onnxscope.cli import weights as cli_weights
@@ -1718,16 +1719,17 @@ def run_queries(path: Path, capture: bool, out: Path, key: str = "") -> list[dic
         rng = random.Random(f"capture:{key}")
         cap = rec("capture", onnxscope.capture, m, None, None, None, random=True, dims=_symbols(m), seed=0)
         if cap is not None:
-            rec("capture stats", lambda: to_json(cap.stats_table()))
+            rec("capture table", lambda: (cli_capture.render(cap, False), cli_capture.render(cap, True)))
             saved = rec("capture save", cap.save, out / "cap.npz")
             if saved is not None:
 
                 def read_back(p: Path) -> None:
                     back = onnxscope.load_capture(p, model=m)
-                    to_json(back.stats_table())
+                    cli_capture.render(back, True)
                     for name in list(back)[:8]:
                         back.info(name)
-                    for node in list(back._nodes)[:3]:
+                        back[name]
+                    for node in list(back.provenance.nodes)[:3]:
                         back.node(node)
 
                 def round_trip() -> None:  # a capture onnxscope saved must read back: any error is a bug

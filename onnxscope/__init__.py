@@ -29,8 +29,8 @@ _WHERE = {
     "load_capture": "persist",
     "Capture": "result",
     "TensorMeta": "expose",
-    "NodeValues": "result",
-    "NeuronValues": "result",
+    "NodeValues": "views",
+    "NeuronValues": "views",
     "capture_dataset": "dataset",
     "open_store": "dataset",
     "merge_stats": "dataset",
@@ -43,6 +43,10 @@ _WHERE = {
     "between": "paths",
     "extract": "paths",
     "Subgraph": "paths",
+    "profile": "costs",
+    "Profile": "costs",
+    "LayerCost": "costs",
+    "report": "page",
     "find_residuals": "patterns",
     "find_attention": "patterns",
     "Residual": "patterns",
@@ -62,6 +66,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
+    from onnxscope.costs import LayerCost, Profile, profile
     from onnxscope.dataset import DatasetStore, capture_dataset, merge_stats, open_store
     from onnxscope.errors import (
         CaptureError,
@@ -80,12 +85,14 @@ if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
     from onnxscope.expose import TensorMeta
     from onnxscope.model import Model, Summary, load
     from onnxscope.neurons import Neuron, Outgoing, Stop
+    from onnxscope.page import report
     from onnxscope.paths import Subgraph, all_paths, ancestors, between, descendants, extract, shortest_path
     from onnxscope.patterns import AttentionBlock, Residual, find_attention, find_residuals
     from onnxscope.persist import load_capture
-    from onnxscope.result import Capture, NeuronValues, NodeValues
+    from onnxscope.result import Capture
     from onnxscope.session import CaptureSession, capture
     from onnxscope.stats import RunningStats
+    from onnxscope.views import NeuronValues, NodeValues
     from onnxscope.weights import Quantization, Weight, Weights, WeightStats
 
 __version__ = "0.1.0"
@@ -129,6 +136,11 @@ __all__ = [
     "find_attention",
     "Residual",
     "AttentionBlock",
+    # cost profile and the audit report
+    "profile",
+    "Profile",
+    "LayerCost",
+    "report",
     # errors
     "OnnxscopeError",
     "ModelLoadError",

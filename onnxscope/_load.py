@@ -50,13 +50,16 @@ from onnxscope.limits import check_alloc
 __all__ = [
     "check_external_data",
     "check_tensor_proto",
+    "infer_types",
     "iter_tensors",
     "load_ir",
     "model_from_proto",
     "read_tensor_pb",
     "resolve_external",
     "schema_input_names",
+    "serialize_with_outputs",
     "tensor_nbytes",
+    "value_names",
 ]
 
 T = onnx.TensorProto
@@ -1045,3 +1048,91 @@ def _inline_external(
     t.raw_data = raw
     t.data_location = T.DEFAULT
     del t.external_data[:]
+
+
+_INFER_INLINE_LIMIT = (
+    1024  # initializers larger than this are handed to inference as typed inputs, without data
+)
+
+
+def infer_types(model: ir.Model) -> ir.Model | None:
+    """ONNX type and shape inference (data propagation first, then without) on a copy of ``model``; returns the
+    inferred copy (same structure, every graph in the same order), or ``None`` when inference fails.
+
+    ``model`` is never changed; large initializers are passed as typed inputs without their data, so models over
+    2 GB and external data cost nothing here.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> m = ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9)
+        >>> out = infer_types(m); out.graph.node(0).outputs[0].shape, n.outputs[0].shape is None
+        (Shape([2]), True)
+    """
+    clone = model.clone()
+    g = clone.graph
+    for value in list(g.initializers.values()):
+        tensor = value.const_value
+        if tensor is None:
+            continue
+        if value.shape is None:
+            value.shape = ir.Shape(tensor.shape)
+        if value.dtype is None:
+            value.dtype = tensor.dtype
+        if tensor.nbytes > _INFER_INLINE_LIMIT or isinstance(tensor, ir.ExternalTensor):
+            g.initializers.pop(value.name)
+            value.const_value = None
+            if not value.is_graph_input():
+                g.inputs.append(value)
+    try:
+        proto = ir.serde.serialize_model(clone)
+    except Exception:  # a graph onnx_ir cannot write back: no inferred types
+        return None
+    for data_prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(
+                proto, check_type=False, strict_mode=False, data_prop=data_prop
+            )
+            return ir.serde.deserialize_model(inferred)
+        except Exception:  # onnx's inference raises many kinds; without it we know less, nothing more
+            continue
+    return None
+
+
+def value_names(path: str | os.PathLike[str]) -> set[str]:
+    """Names of the main graph's inputs and node outputs in an ONNX file (weights not read).
+
+    Example:
+        >>> import onnx_ir as ir, tempfile
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.onnx")
+        >>> ir.save(ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9), p)
+        >>> sorted(value_names(p))
+        ['x', 'y']
+    """
+    label = os.fspath(path)
+    proto = _parse(read_regular(path, label, ModelLoadError), label, Path(path).suffix)
+    names = {i.name for i in proto.graph.input if i.name}
+    names.update(o for node in proto.graph.node for o in node.output if o)
+    return names
+
+
+def serialize_with_outputs(model: ir.Model, names: list[str]) -> bytes:
+    """The model's bytes with main-graph tensors ``names`` appended as (untyped) graph outputs; the model itself
+    is not changed, and no copy of its graph is made (external weights stay references to their files).
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> r = ir.Node("", "Neg", n.outputs, num_outputs=1); r.outputs[0].name = "z"
+        >>> m = ir.Model(ir.Graph([x], r.outputs, nodes=[n, r], opset_imports={"": 17}), ir_version=9)
+        >>> [o.name for o in onnx.load_from_string(serialize_with_outputs(m, ["y"])).graph.output], len(m.graph.outputs)
+        (['z', 'y'], 1)
+    """
+    proto = ir.to_proto(model)
+    have = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    return proto.SerializeToString()

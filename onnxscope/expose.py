@@ -1,6 +1,16 @@
-"""Graph rewriting that makes intermediate tensors visible to onnxruntime, subgraph bodies included.
+"""Planning a capture: which tensors onnxruntime hands over, which are recomputed on read, which are folded.
 
-Top-level tensors become extra graph outputs. Tensors inside control flow are carried out of their bodies:
+A capture runs the model at the deployed optimization level. What onnxruntime keeps after its optimizations (the
+*survivors*, found by asking onnxruntime itself) is marked as an output of a rewritten clone of the model and
+captured from the run; marking them costs no fusion, since the fusions that happened did not remove them. The
+rest is one of:
+
+- **recomputed** on read from the nearest captured tensors by the original nodes (see
+  :mod:`onnxscope.recompute`) — the inside of a fused Conv+activation, LayerNorm, GELU, attention or int8 kernel;
+- **folded** from the weights on read — tensors computed from weights alone (a Transpose or DequantizeLinear of an
+  initializer…), the same for every input.
+
+Tensors inside control flow are carried out of their bodies (bodies are small; their fusions are not kept):
 
 - **If**: an extra output on both branches: the tensor (through an ``Identity``) on its own branch, a zero
   placeholder of the same type on the other (shaped like the tensor when its shape is static, else empty);
@@ -8,53 +18,51 @@ Top-level tensors become extra graph outputs. Tensors inside control flow are ca
 - **Loop** and **Scan**: an extra scan output, so the capture holds one slice per iteration along a new leading
   axis (nested loops add one axis each, outermost first).
 
-Capture names show the nesting: ``loop/body/h`` is tensor ``h`` of the ``body`` of node ``loop``. The model given is
-never modified: a structural clone is rewritten, whose weights are the original tensors (shared, not copied).
+Capture names are :meth:`onnxscope.graph.Graph.tensor_name`: ``loop/body/h`` is tensor ``h`` of the ``body`` of
+node ``loop``. The model given is never modified: a structural clone is rewritten, whose weights are the original
+tensors (shared, not copied).
 
 Example:
     >>> from onnxscope import Model
     >>> from onnxscope.testing import mlp_model
-    >>> plan = expose(Model(mlp_model()))
-    >>> sorted(plan.outputs.values())
-    ['a', 'h', 'y']
+    >>> plan = expose(Model(mlp_model()), survivors={"x", "a", "y"})
+    >>> sorted(plan.outputs.values()), plan.meta["h"].source
+    (['a', 'y'], 'recomputed')
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
-from onnxscope.graph import Graph, attention_probs_name, label, layer_map_of, module_path_of
-from onnxscope.weights import is_const, quantization_of
+from onnxscope.graph import Graph, Scope, attention_probs_name, subgraphs
+from onnxscope.recompute import FUSED_ATTENTION_OPS, Recompute
+from onnxscope.weights import is_const
 
-__all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose"]
+__all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose", "is_qdq"]
 
 Selection = str | Sequence[str] | Callable[["TensorMeta"], bool] | None
 
-
-@dataclass(frozen=True)
-class Scope:
-    """One level of nesting: the control-flow node (by capture name), its op, and the graph attribute."""
-
-    node: str
-    op: str
-    attr: str
+SOURCES = ("input", "captured", "recomputed", "folded")
 
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """Where a captured tensor comes from.
+    """Where a captured tensor comes from, and how the capture obtained it.
 
     ``scopes`` lists the enclosing If/Loop/Scan bodies, outermost first; each Loop/Scan scope adds one leading
     iteration axis to the captured array. ``conditions`` are ``(condition tensor, branch)`` pairs: the tensor was
-    computed only where every condition equals its branch (``True`` = then_branch).
+    computed only where every condition equals its branch (``True`` = then_branch). ``source`` is ``"captured"``
+    (handed over by onnxruntime's run), ``"recomputed"`` (rebuilt on read from captured tensors by the original
+    nodes, because onnxruntime's optimizations removed it), ``"folded"`` (computed from the weights alone) or
+    ``"input"``.
     """
 
     name: str
@@ -64,6 +72,7 @@ class TensorMeta:
     module: str | None = None
     scopes: tuple[Scope, ...] = ()
     conditions: tuple[tuple[str, bool], ...] = ()
+    source: str = "captured"
 
     @property
     def iteration_axes(self) -> int:
@@ -80,131 +89,117 @@ class TensorMeta:
             "module": self.module,
             "scopes": [[s.node, s.op, s.attr] for s in self.scopes],
             "conditions": [[c, b] for c, b in self.conditions],
+            "source": self.source,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorMeta:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            d["name"],
-            d["tensor"],
-            d["node"],
-            d["op"],
-            d.get("module"),
-            tuple(Scope(*s) for s in d["scopes"]),
-            tuple((c, bool(b)) for c, b in d["conditions"]),
+            name=d["name"],
+            tensor=d["tensor"],
+            node=d["node"],
+            op=d["op"],
+            module=d.get("module"),
+            scopes=tuple(Scope(*s) for s in d["scopes"]),
+            conditions=tuple((c, bool(b)) for c, b in d["conditions"]),
+            source=d.get("source", "captured"),
         )
 
 
 @dataclass
 class Candidate:
-    """A tensor that can be captured, with the value it is in the (cloned) model."""
+    """A tensor that can be captured, with its value in the model (``None`` for attention probabilities that
+    only a rewritten or decomposed node produces) and the fused node that produces those."""
 
     meta: TensorMeta
-    value: ir.Value
+    value: ir.Value | None
+    fused: ir.Node | None = None
 
 
 @dataclass
 class Plan:
-    """A rewritten model ready for onnxruntime, and how to read its outputs back."""
+    """How onnxruntime is to run the model, and how to read its outputs back.
 
-    model: ir.Model
+    ``model`` is a rewritten clone when bodies or nodes had to change; otherwise ``None``, and :meth:`serialize`
+    writes the model itself with the ``marked`` tensors as extra outputs (no clone of a large graph).
+    """
+
+    model: ir.Model | None
     outputs: dict[str, str]  # graph output name in the rewritten model → capture name
-    meta: dict[str, TensorMeta]  # capture name → where it comes from
+    meta: dict[str, TensorMeta]  # capture name → where it comes from, for everything the capture offers
     real_outputs: list[str]  # the model's own outputs, in order
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node path → op, inputs, outputs
-    skipped: dict[str, str] = field(default_factory=dict)  # capture name → why it could not be captured
-    constants: list[str] = field(default_factory=list)  # computed from weights alone: folded when read
-    # QDQ models: a DequantizeLinear output → (its quantized input, scale, zero point, axis), dequantized on read
-    derived: dict[str, tuple[str, Any, Any, int | None]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # capture name → why it cannot be had
+    recompute: Recompute | None = None
+    hidden: set[str] = field(default_factory=set)  # captured only to feed recomputation (not selected)
+    marked: list[str] = field(default_factory=list)  # main-graph tensors to mark when ``model`` is None
+
+    def serialize(self, graph: Graph) -> bytes:
+        """The bytes onnxruntime runs (external weights stay references to their files)."""
+        if self.model is not None:
+            return ir.to_proto(self.model).SerializeToString()
+        from onnxscope._load import serialize_with_outputs
+
+        return serialize_with_outputs(graph.ir, self.marked)
+
+    def names(self, source: str) -> list[str]:
+        """The tensors the capture obtains this way (``"captured"``, ``"recomputed"``, ``"folded"``)."""
+        return [k for k, m in self.meta.items() if m.source == source]
 
 
-def _graph_attrs(node: ir.Node) -> list[tuple[str, ir.Graph]]:
-    out = []
-    for name, attr in node.attributes.items():
-        if attr.type == ir.AttributeType.GRAPH:
-            out.append((name, attr.value))
-        elif attr.type == ir.AttributeType.GRAPHS:
-            out.extend((f"{name}.{i}", g) for i, g in enumerate(attr.value))
-    return out
-
-
-def _is_constant(node: ir.Node) -> bool:
-    return node.op_type == "Constant" and node.domain in ("", "ai.onnx")
-
-
-def _walk(
-    graph: ir.Graph,
-    prefix: str,
-    scopes: tuple[Scope, ...],
-    conds: tuple[tuple[str, bool], ...],
-    out: list[Candidate],
-    nodes: dict[str, dict[str, Any]],
-    prefixes: dict[int, str],
-    node_map: dict[str, str],
-) -> None:
-    prefixes[id(graph)] = prefix
-
-    def cname(v: ir.Value | None) -> str | None:
-        """Capture name of a value used in this graph (outer-scope values keep their own graph's prefix)."""
-        if v is None or not v.name:
-            return None
-        if v.is_initializer():
-            return v.name
-        return prefixes.get(id(v.graph), prefix) + v.name
-
-    if scopes:
-        for v in graph.inputs:
-            if v.name:
-                out.append(Candidate(TensorMeta(prefix + v.name, v.name, None, None, None, scopes, conds), v))
-    for node in graph:
-        path = prefix + label(node)
-        _expose_attention_probs(node)
-        nodes[path] = {
-            "op": node.op_type,
-            "inputs": [cname(v) for v in node.inputs],
-            "outputs": [cname(v) for v in node.outputs],
-        }
-        if not _is_constant(node):
-            module = node_map.get(node.name or "") or module_path_of(node)
-            for v in node.outputs:
-                if v.name:
-                    meta = TensorMeta(prefix + v.name, v.name, path, node.op_type, module, scopes, conds)
-                    out.append(Candidate(meta, v))
-        for attr_name, sub in _graph_attrs(node):
-            c = conds
-            if node.op_type == "If" and node.inputs and node.inputs[0] is not None:
-                c = (*conds, (cname(node.inputs[0]) or "", attr_name == "then_branch"))
-            sub_scopes = (*scopes, Scope(path, node.op_type, attr_name))
-            _walk(sub, f"{path}/{attr_name}/", sub_scopes, c, out, nodes, prefixes, node_map)
-
-
-def _expose_attention_probs(node: ir.Node) -> None:
-    """Ask a fused ONNX ``Attention`` (opset 23) for its softmax probabilities: its 4th output, mode 3."""
-    if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
-        return
-    if len(node.outputs) > 3 and node.outputs[3].name:
-        return
-    node.resize_outputs(4)
-    for v in node.outputs[1:3]:
-        if not v.name:
-            v.name = ""  # optional outputs left out
-    node.outputs[3].name = attention_probs_name(label(node))
-    node.attributes["qk_matmul_output_mode"] = ir.AttrInt64("qk_matmul_output_mode", 3)
-
-
-def candidates(model: ir.Model) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
-    """Every capturable tensor (node outputs everywhere, subgraph inputs; not Constants) and every node's I/O.
+def candidates(graph: Graph) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
+    """Every capturable tensor (node outputs everywhere, body inputs, attention probabilities of fused attention;
+    not Constants), in graph order, and every node's inputs and outputs by tensor name.
 
     Example:
+        >>> from onnxscope import Model
         >>> from onnxscope.testing import mlp_model
-        >>> [c.meta.name for c in candidates(mlp_model())[0]]
+        >>> [c.meta.name for c in candidates(Model(mlp_model()))[0]]
         ['h', 'a', 'y']
     """
     out: list[Candidate] = []
     nodes: dict[str, dict[str, Any]] = {}
-    node_map = layer_map_of(model).get("nodes", {})
-    _walk(model.graph, "", (), (), out, nodes, {}, node_map)
+    name = graph.tensor_name
+    for e in graph.entries:
+        node = e.node
+        nodes[e.path] = {
+            "op": node.op_type,
+            "inputs": [name(v) if v is not None and v.name else None for v in node.inputs],
+            "outputs": [name(v) if v.name else None for v in node.outputs],
+        }
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            continue
+        module = graph.module_of(node)
+        for v in node.outputs:
+            if v.name:
+                meta = TensorMeta(name(v), v.name, e.path, node.op_type, module, e.scopes, e.conditions)
+                out.append(Candidate(meta, v))
+        domain = node.domain if node.domain != "ai.onnx" else ""
+        if (domain, node.op_type) == ("", "Attention") and not (
+            len(node.outputs) > 3 and node.outputs[3].name
+        ):
+            probs = attention_probs_name(e.path)
+            meta = TensorMeta(probs, probs, e.path, node.op_type, module, e.scopes, e.conditions)
+            out.append(Candidate(meta, None, node))
+            nodes[e.path]["outputs"].append(probs)
+        elif (domain, node.op_type) in FUSED_ATTENTION_OPS:
+            probs = attention_probs_name(e.path)
+            meta = TensorMeta(
+                probs, probs, e.path, node.op_type, module, e.scopes, e.conditions, "recomputed"
+            )
+            out.append(Candidate(meta, None, node))
+        for tag, sub in subgraphs(node):
+            prefix = f"{e.path}/{tag}/"
+            conds = e.conditions
+            if node.op_type == "If" and node.inputs and node.inputs[0] is not None:
+                conds = (*conds, (name(node.inputs[0]), tag == "then_branch"))
+            scopes = (*e.scopes, Scope(e.path, node.op_type, tag))
+            for v in sub.inputs:
+                if v.name:
+                    out.append(
+                        Candidate(TensorMeta(prefix + v.name, v.name, None, None, None, scopes, conds), v)
+                    )
     return out, nodes
 
 
@@ -212,7 +207,7 @@ _PREFIXES = ("op:", "node:", "module:", "re:")
 
 
 def _matcher(pattern: str) -> Callable[[TensorMeta], bool]:
-    kind, _, rest = pattern.partition(":")
+    _, _, rest = pattern.partition(":")
     if pattern.startswith("op:"):
         return lambda m: m.op == rest
     if pattern.startswith("node:"):
@@ -228,7 +223,20 @@ def _matcher(pattern: str) -> Callable[[TensorMeta], bool]:
     return lambda m: fnmatch.fnmatchcase(m.name, pattern) or fnmatch.fnmatchcase(m.tensor, pattern)
 
 
-def _select(metas: list[TensorMeta], selection: Selection, what: str) -> set[str]:
+def select(metas: Sequence[TensorMeta], selection: Selection, what: str = "select") -> set[str]:
+    """The names ``selection`` chooses among ``metas`` (see :func:`expose` for the forms it takes).
+
+    Raises:
+        NotFoundError: a literal tensor name that does not exist (close names are suggested).
+        InputError: a pattern that matches nothing, or an invalid regular expression.
+
+    Example:
+        >>> from onnxscope import Model
+        >>> from onnxscope.testing import mlp_model
+        >>> metas = [c.meta for c in candidates(Model(mlp_model()))[0]]
+        >>> sorted(select(metas, "op:Gemm"))
+        ['h', 'y']
+    """
     if selection is None:
         return set()
     if callable(selection):
@@ -252,132 +260,6 @@ def _select(metas: list[TensorMeta], selection: Selection, what: str) -> set[str
     return chosen
 
 
-def _identity(graph: ir.Graph, value: ir.Value, name: str) -> ir.Value:
-    node = ir.Node("", "Identity", [value], num_outputs=1, name=f"{name}/identity")
-    node.outputs[0].name = name
-    if value.type is not None:
-        node.outputs[0].type = value.type
-        node.outputs[0].shape = value.shape
-    graph.append(node)
-    return node.outputs[0]
-
-
-def _placeholder(graph: ir.Graph, like: ir.Value, name: str) -> ir.Value | None:
-    if like.dtype is None or like.dtype == ir.DataType.STRING:
-        return None
-    shape = (0,)
-    if like.shape is not None and all(isinstance(d, int) and d >= 0 for d in like.shape):
-        shape = tuple(int(d) for d in like.shape)
-    array = np.zeros(shape, dtype=like.dtype.numpy())
-    node = ir.Node(
-        "",
-        "Constant",
-        [],
-        attributes=[ir.AttrTensor("value", ir.tensor(array))],
-        num_outputs=1,
-        name=f"{name}/placeholder",
-    )
-    node.outputs[0].name = name
-    node.outputs[0].dtype = like.dtype
-    graph.append(node)
-    return node.outputs[0]
-
-
-class _Rewriter:
-    def __init__(self, chosen: set[int], skipped: dict[str, str], nested: str) -> None:
-        self.chosen = chosen  # ids of the values to capture
-        self.skipped = skipped
-        self.nested = nested  # "all", "static" (only fixed-shape body tensors) or "none"
-        self.counter = 0
-
-    def fresh(self) -> str:
-        self.counter += 1
-        return f"onnxscope::{self.counter}"
-
-    def _take(
-        self, v: ir.Value, cands: dict[int, Candidate], nested: bool, out: list[tuple[ir.Value, TensorMeta]]
-    ) -> None:
-        if id(v) not in self.chosen:
-            return
-        meta = cands[id(v)].meta
-        if nested and v.type is not None and not isinstance(v.type, ir.TensorType):
-            self.skipped[meta.name] = (
-                f"a {type(v.type).__name__} inside a subgraph; only tensors are carried out"
-            )
-            return
-        if nested and self.nested == "none":
-            self.skipped[meta.name] = "inside a subgraph that onnxruntime would not run rewritten"
-            return
-        static = v.shape is not None and all(isinstance(d, int) and d >= 0 for d in v.shape)
-        if nested and self.nested == "static" and not static:
-            self.skipped[meta.name] = "inside a subgraph, with a shape that may change between iterations"
-            return
-        out.append((v, meta))
-
-    def rewrite(
-        self, graph: ir.Graph, cands: dict[int, Candidate], nested: bool = False
-    ) -> list[tuple[ir.Value, TensorMeta]]:
-        exported: list[tuple[ir.Value, TensorMeta]] = []
-        for v in graph.inputs:
-            self._take(v, cands, nested, exported)
-        for node in list(graph):
-            for v in node.outputs:
-                self._take(v, cands, nested, exported)
-            subs = _graph_attrs(node)
-            if not subs:
-                continue
-            inner = {name: self.rewrite(sub, cands, nested=True) for name, sub in subs}
-            if not any(inner.values()):
-                continue
-            if node.op_type == "If" and set(inner) == {"then_branch", "else_branch"}:
-                exported.extend(self._if(node, dict(subs), inner))
-            elif node.op_type in ("Loop", "Scan") and set(inner) == {"body"}:
-                exported.extend(self._loop(node, dict(subs)["body"], inner["body"]))
-            else:
-                for values in inner.values():
-                    for _, meta in values:
-                        self.skipped[meta.name] = (
-                            f"inside a subgraph of {node.op_type}, which onnxscope cannot rewrite"
-                        )
-        return exported
-
-    def _add_output(self, node: ir.Node) -> ir.Value:
-        node.resize_outputs(len(node.outputs) + 1)
-        out = node.outputs[-1]
-        out.name = self.fresh()
-        return out
-
-    def _if(
-        self, node: ir.Node, graphs: dict[str, ir.Graph], inner: dict[str, list[tuple[ir.Value, TensorMeta]]]
-    ) -> list[tuple[ir.Value, TensorMeta]]:
-        exported = []
-        for branch, other in (("then_branch", "else_branch"), ("else_branch", "then_branch")):
-            for value, meta in inner[branch]:
-                name = self.fresh()
-                filler = _placeholder(graphs[other], value, name + "/other")
-                if filler is None:
-                    self.skipped[meta.name] = "inside an If branch, and its element type is unknown"
-                    continue
-                graphs[branch].outputs.append(_identity(graphs[branch], value, name))
-                graphs[other].outputs.append(filler)
-                exported.append((self._add_output(node), meta))
-        return exported
-
-    def _loop(
-        self, node: ir.Node, body: ir.Graph, inner: list[tuple[ir.Value, TensorMeta]]
-    ) -> list[tuple[ir.Value, TensorMeta]]:
-        exported = []
-        for value, meta in inner:
-            body.outputs.append(_identity(body, value, self.fresh()))
-            exported.append((self._add_output(node), meta))
-        if node.op_type == "Scan":
-            for key in ("scan_output_axes", "scan_output_directions"):
-                attr = node.attributes.get(key)
-                if attr is not None:
-                    node.attributes[key] = ir.AttrInt64s(key, [*attr.value, *([0] * len(inner))])
-        return exported
-
-
 def is_qdq(model: ir.Model) -> bool:
     """Whether a model is in the QDQ format: activations pass through QuantizeLinear → DequantizeLinear pairs.
 
@@ -394,104 +276,304 @@ def is_qdq(model: ir.Model) -> bool:
     return False
 
 
-def _qdq_plan(
-    cands: list[Candidate], chosen_names: set[str], real: set[str], skipped: dict[str, str]
-) -> dict[str, Any]:
-    """Keep onnxruntime's int8 kernels: capture QuantizeLinear outputs and derive their DequantizeLinear outputs;
-    leave out the float tensors that a fused kernel never materializes (an op's output read only by a Q)."""
-    derived: dict[str, Any] = {}
-    for c in cands:
-        name, v = c.meta.name, c.value
-        if c.meta.scopes or name not in chosen_names or name in real:
-            continue
-        node = v.producer()
-        if node is not None and node.op_type == "DequantizeLinear" and not is_const(node.inputs[0]):
-            q = quantization_of(node, 0)
-            if q is not None and node.inputs[0].name:
-                derived[name] = (node.inputs[0].name, q.scale, q.zero_point, q.axis)
+# ---- rewriting the clone ---------------------------------------------------------------------------------
+
+
+def _identity(graph: ir.Graph, value: ir.Value, name: str) -> ir.Value:
+    node = ir.Node("", "Identity", [value], num_outputs=1, name=f"{name}/identity")
+    node.outputs[0].name = name
+    if value.type is not None:
+        node.outputs[0].type = value.type
+        node.outputs[0].shape = value.shape
+    graph.append(node)
+    return node.outputs[0]
+
+
+def _placeholder(
+    graph: ir.Graph, dtype: ir.DataType | None, shape: tuple[Any, ...] | None, name: str, in_loop: bool
+) -> ir.Value | None:
+    if dtype is None or dtype == ir.DataType.STRING or dtype == ir.DataType.UNDEFINED:
+        return None
+    dims = (0,) if shape is None or len(shape) == 0 else (0,) * len(shape)  # empty: nothing to copy each run
+    if in_loop and shape is not None and all(isinstance(d, int) and d >= 0 for d in shape):
+        dims = tuple(int(d) for d in shape)  # inside a Loop/Scan every iteration's slice must have one shape
+    try:
+        array = np.zeros(dims, dtype=dtype.numpy())
+    except (TypeError, ValueError):
+        return None
+    node = ir.Node(
+        "",
+        "Constant",
+        [],
+        attributes=[ir.AttrTensor("value", ir.tensor(array))],
+        num_outputs=1,
+        name=f"{name}/placeholder",
+    )
+    node.outputs[0].name = name
+    node.outputs[0].dtype = dtype
+    graph.append(node)
+    return node.outputs[0]
+
+
+@dataclass
+class _Want:
+    meta: TensorMeta
+    dtype: ir.DataType | None
+    shape: tuple[Any, ...] | None
+
+
+class _Rewriter:
+    def __init__(self, chosen: dict[int, _Want], skipped: dict[str, str], nested: str) -> None:
+        self.chosen = chosen  # id(value in the clone) → what it is
+        self.skipped = skipped
+        self.nested = nested  # "all", "static" (only fixed-shape body tensors) or "none"
+        self.counter = 0
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return f"onnxscope::{self.counter}"
+
+    def _take(self, v: ir.Value, nested: bool, out: list[tuple[ir.Value, _Want]]) -> None:
+        want = self.chosen.get(id(v))
+        if want is None:
+            return
+        name = want.meta.name
+        if nested and v.type is not None and not isinstance(v.type, ir.TensorType):
+            self.skipped[name] = f"a {type(v.type).__name__} inside a subgraph; only tensors are carried out"
+            return
+        if nested and self.nested == "none":
+            self.skipped[name] = "inside a subgraph that onnxruntime would not run rewritten"
+            return
+        static = want.shape is not None and all(isinstance(d, int) and d >= 0 for d in want.shape)
+        if nested and self.nested == "static" and not static:
+            self.skipped[name] = "inside a subgraph, with a shape that may change between iterations"
+            return
+        out.append((v, want))
+
+    def rewrite(self, graph: ir.Graph, nested: bool = False) -> list[tuple[ir.Value, _Want]]:
+        exported: list[tuple[ir.Value, _Want]] = []
+        for v in graph.inputs:
+            if nested:
+                self._take(v, nested, exported)
+        for node in list(graph):
+            for v in node.outputs:
+                self._take(v, nested, exported)
+            subs = subgraphs(node)
+            if not subs:
                 continue
-        users = [u for u, _ in v.uses()]
-        if (
-            users
-            and all(u.op_type == "QuantizeLinear" for u in users)
-            and node is not None
-            and node.op_type not in ("DequantizeLinear", "QuantizeLinear")
-        ):
-            skipped[name] = (
-                f"inside a fused int8 kernel of onnxruntime (QDQ); its quantized value is captured as "
-                f"{users[0].outputs[0].name!r}"
-            )
-    return derived
+            inner = {tag: self.rewrite(sub, nested=True) for tag, sub in subs}
+            if not any(inner.values()):
+                continue
+            if node.op_type == "If" and set(inner) == {"then_branch", "else_branch"}:
+                exported.extend(self._if(node, dict(subs), inner))
+            elif node.op_type in ("Loop", "Scan") and set(inner) == {"body"}:
+                exported.extend(self._loop(node, dict(subs)["body"], inner["body"]))
+            else:
+                for values in inner.values():
+                    for _, want in values:
+                        self.skipped[want.meta.name] = (
+                            f"inside a subgraph of {node.op_type}, which onnxscope cannot rewrite"
+                        )
+        return exported
+
+    def _add_output(self, node: ir.Node) -> ir.Value:
+        node.resize_outputs(len(node.outputs) + 1)
+        out = node.outputs[-1]
+        out.name = self.fresh()
+        return out
+
+    def _if(
+        self, node: ir.Node, graphs: dict[str, ir.Graph], inner: dict[str, list[tuple[ir.Value, _Want]]]
+    ) -> list[tuple[ir.Value, _Want]]:
+        exported = []
+        for branch, other in (("then_branch", "else_branch"), ("else_branch", "then_branch")):
+            for value, want in inner[branch]:
+                name = self.fresh()
+                in_loop = any(sc.op in ("Loop", "Scan") for sc in want.meta.scopes)
+                filler = _placeholder(graphs[other], want.dtype, want.shape, name + "/other", in_loop)
+                if filler is None:
+                    self.skipped[want.meta.name] = (
+                        "inside an If branch, and neither the model nor ONNX type inference gives its element type"
+                    )
+                    continue
+                graphs[branch].outputs.append(_identity(graphs[branch], value, name))
+                graphs[other].outputs.append(filler)
+                exported.append((self._add_output(node), want))
+        return exported
+
+    def _loop(
+        self, node: ir.Node, body: ir.Graph, inner: list[tuple[ir.Value, _Want]]
+    ) -> list[tuple[ir.Value, _Want]]:
+        exported = []
+        for value, want in inner:
+            body.outputs.append(_identity(body, value, self.fresh()))
+            exported.append((self._add_output(node), want))
+        if node.op_type == "Scan":
+            for key in ("scan_output_axes", "scan_output_directions"):
+                a = node.attributes.get(key)
+                if a is not None:
+                    node.attributes[key] = ir.AttrInt64s(key, [*a.value, *([0] * len(inner))])
+        return exported
+
+
+def _expose_attention_probs(node: ir.Node, name: str) -> ir.Value:
+    """Ask a fused ONNX ``Attention`` (opset 23) for its softmax probabilities: its 4th output, mode 3."""
+    node.resize_outputs(4)
+    for v in node.outputs[1:3]:
+        if not v.name:
+            v.name = ""  # optional outputs left out
+    node.outputs[3].name = name
+    node.attributes["qk_matmul_output_mode"] = ir.AttrInt64("qk_matmul_output_mode", 3)
+    return node.outputs[3]
 
 
 def expose(
-    graph: Graph, select: Selection = None, exclude: Selection = None, nested: str = "all", qdq: bool = False
+    graph: Graph,
+    select_: Selection = None,
+    exclude: Selection = None,
+    *,
+    survivors: Collection[str] | None = None,
+    nested: str = "all",
 ) -> Plan:
-    """Plan a capture: choose tensors (default: all), rewrite a clone of the model so each is an output.
+    """Plan a capture: choose tensors (default: all), decide how each is obtained, rewrite a clone of the model
+    so that onnxruntime hands over the ones it keeps.
 
     Parameters:
         graph: the model.
-        select: what to capture — a tensor name, a glob (``"layer1.*"``), ``"re:REGEX"``, ``"op:Conv"``,
+        select_: what to capture — a tensor name, a glob (``"layer1.*"``), ``"re:REGEX"``, ``"op:Conv"``,
             ``"node:NAME"``, ``"module:encoder.layer.0"``, a list of those, or a predicate on :class:`TensorMeta`.
         exclude: the same forms; removed from the selection.
+        survivors: names of main-graph tensors that onnxruntime keeps at the optimization level of the run
+            (``None``: all of them, as with optimizations disabled). The others are recomputed on read.
         nested: which selected tensors inside If/Loop/Scan bodies to carry out: ``"all"``, ``"static"`` (only
             those whose shape is known and fixed, so per-iteration slices stack) or ``"none"``.
-        qdq: keep onnxruntime's int8 kernels in a QDQ model: DequantizeLinear outputs are derived from the captured
-            QuantizeLinear outputs, and float tensors that only a fused kernel sees are left out (see ``skipped``).
 
     Raises:
         NotFoundError: a literal tensor name that the model does not have (close names are suggested).
         InputError: a pattern that matches nothing.
     """
-    model = graph.ir.clone()
-    cands, nodes = candidates(model)
+    cands, nodes = candidates(graph)
     metas = [c.meta for c in cands]
-    chosen_names = {m.name for m in metas} if select is None else _select(metas, select, "select")
-    chosen_names -= _select(metas, exclude, "exclude")
-    # Tensors computed from weights alone (a Transpose or Cast of an initializer…) are the same for every input:
-    # they are folded from the (memory-mapped) weights when read instead of being copied out of every run.
-    real = {v.name for v in graph.ir.graph.outputs}
-    constants = [
-        c.meta.name
-        for c in cands
-        if c.meta.name in chosen_names and not c.meta.scopes and c.meta.name not in real and is_const(c.value)
-    ]
-    chosen_names -= set(constants)
+    chosen = {m.name for m in metas} if select_ is None else select(metas, select_, "select")
+    chosen -= select(metas, exclude, "exclude")
+    top = graph.ir.graph
+    real = [v.name or "" for v in top.outputs]
+    inputs = {v.name for v in top.inputs}
+
+    def survives(v: ir.Value) -> bool:
+        return (
+            v.name in inputs or v.is_graph_output() or survivors is None or v.name in survivors
+        ) and v.graph is top
+
+    meta: dict[str, TensorMeta] = {}
+    mark: dict[str, Candidate] = {}  # capture name → candidate marked as an output
+    targets: list[ir.Value] = []
+    virtual: dict[str, ir.Node] = {}
+    by_name = {c.meta.name: c for c in cands}
+    for c in cands:
+        name, v = c.meta.name, c.value
+        if name not in chosen and not (v is not None and v.is_graph_output() and v.graph is top):
+            continue
+        if c.fused is not None:  # attention probabilities
+            if c.meta.source == "recomputed":
+                if c.meta.scopes:
+                    continue  # a fused op inside a body: not decomposed (listed as skipped below)
+                virtual[name] = c.fused
+                meta[name] = c.meta
+            else:
+                mark[name] = c
+                meta[name] = c.meta
+            continue
+        assert v is not None
+        if graph.kind(v) != "tensor":
+            continue  # a sequence, optional or map: not captured (listed as skipped below)
+        if not c.meta.scopes and not v.is_graph_output() and is_const(v):
+            meta[name] = replace(c.meta, source="folded")  # the same for every input: read from the weights
+        elif c.meta.scopes and all(sc.op == "If" for sc in c.meta.scopes) and v.producer() is not None:
+            targets.append(v)  # inside If branches: recomputed on read from the branch's nodes, if it ran
+            meta[name] = replace(c.meta, source="recomputed")
+        elif c.meta.scopes or survives(v):
+            mark[name] = c
+            meta[name] = c.meta
+        else:
+            targets.append(v)
+            meta[name] = replace(c.meta, source="recomputed")
     skipped: dict[str, str] = {}
-    derived: dict[str, Any] = {}
-    if qdq:
-        derived = _qdq_plan(cands, chosen_names, real, skipped)
-        chosen_names -= set(derived) | set(skipped)
-        chosen_names |= {src for src, *_ in derived.values()}  # the int8 tensors they come from
-    chosen = {id(c.value) for c in cands if c.meta.name in chosen_names}
-    if nested != "none" and any(c.meta.scopes and c.meta.name in chosen_names for c in cands):
-        _infer_types(model)
-    exported = _Rewriter(chosen, skipped, nested).rewrite(model.graph, {id(c.value): c for c in cands})
+    for c in cands:
+        v = c.value
+        if (
+            v is not None
+            and c.meta.name in chosen
+            and v.type is not None
+            and not isinstance(v.type, ir.TensorType)
+        ):
+            skipped[c.meta.name] = f"a {type(v.type).__name__.removesuffix('Type').lower()}, not a tensor"
+        if c.fused is not None and c.meta.source == "recomputed" and c.meta.scopes and c.meta.name in chosen:
+            skipped[c.meta.name] = (
+                "a fused attention op inside a subgraph body; its probabilities are not rebuilt"
+            )
+    recompute = None
+    hidden: set[str] = set()
+    if targets or virtual:
+        recompute = Recompute(graph, targets, survives, virtual)
+        for f in recompute.feeds:
+            if f not in mark and f not in inputs and f in by_name:
+                mark[f] = by_name[f]
+                hidden.add(f)
+    for name in skipped:
+        meta.pop(name, None)
+    final_meta = {k: m for k, m in meta.items() if k not in hidden or k in chosen}
+    if not any(
+        c.meta.scopes or c.fused is not None for c in mark.values()
+    ):  # only main-graph tensors to mark
+        marked = [c.meta.name for c in mark.values() if c.value is not None and not c.value.is_graph_output()]
+        outputs = {v.name or "": v.name or "" for v in top.outputs} | {n: n for n in marked}
+        return Plan(
+            model=None,
+            outputs=outputs,
+            meta=final_meta,
+            real_outputs=real,
+            nodes=nodes,
+            skipped=skipped,
+            recompute=recompute,
+            hidden=hidden - chosen,
+            marked=marked,
+        )
+    # rewrite a clone: find the clone's value for each marked one (the walkers visit both in the same order)
+    model = graph.ir.clone()
+    wanted = {id(c.value): c for c in mark.values() if c.value is not None}
+    fused = {id(c.fused): c for c in mark.values() if c.fused is not None}
+    chosen_ids: dict[int, _Want] = {}
+    clone_view = Graph(model)
+    for e, ce in zip(graph.entries, clone_view.entries, strict=True):
+        for v, cv in zip(e.node.outputs, ce.node.outputs, strict=True):
+            c = wanted.get(id(v))
+            if c is not None:
+                chosen_ids[id(cv)] = _Want(c.meta, graph.dtype(v), graph.shape(v))
+        for (_, sub), (_, csub) in zip(subgraphs(e.node), subgraphs(ce.node), strict=True):
+            for v, cv in zip(sub.inputs, csub.inputs, strict=True):
+                c = wanted.get(id(v))
+                if c is not None:
+                    chosen_ids[id(cv)] = _Want(c.meta, graph.dtype(v), graph.shape(v))
+        c = fused.get(id(e.node))
+        if c is not None:
+            probs = _expose_attention_probs(ce.node, c.meta.tensor)
+            chosen_ids[id(probs)] = _Want(c.meta, graph.dtype(e.node.inputs[0]), None)
+    exported = _Rewriter(chosen_ids, skipped, nested).rewrite(model.graph)
     outputs: dict[str, str] = {}
     existing = {v.name for v in model.graph.outputs}
-    for value, meta in exported:
+    for value, want in exported:
         if value.name not in existing:
             model.graph.outputs.append(value)
             existing.add(value.name)
-        outputs[value.name or ""] = meta.name
-    meta = {m.name: m for _, m in exported}
-    for c in cands:  # the model's own outputs are always returned: describe them even when not selected
-        if (c.meta.name in real and not c.meta.scopes) or c.meta.name in constants or c.meta.name in derived:
-            meta.setdefault(c.meta.name, c.meta)
+        outputs[value.name or ""] = want.meta.name
     return Plan(
         model=model,
         outputs=outputs,
-        meta=meta,
-        real_outputs=[v.name or "" for v in graph.ir.graph.outputs],
+        meta=final_meta,
+        real_outputs=real,
         nodes=nodes,
         skipped=skipped,
-        constants=constants,
-        derived=derived,
+        recompute=recompute,
+        hidden=hidden - chosen,
     )
-
-
-def _infer_types(model: ir.Model) -> None:
-    """Fill element types of subgraph values (needed for If placeholders); large weights are not loaded."""
-    from onnx_ir.passes.common import ShapeInferencePass
-
-    ShapeInferencePass(strict_mode=False)(model)

@@ -20,14 +20,27 @@ import ast
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import onnx_ir as ir
 
 from onnxscope.errors import NotFoundError, closest
 
-__all__ = ["WEIGHTED_OPS", "Graph", "attention_probs_name", "attr", "label", "layer_map_of", "module_path_of"]
+__all__ = [
+    "WEIGHTED_OPS",
+    "Entry",
+    "Graph",
+    "Scope",
+    "attention_probs_name",
+    "attr",
+    "dim_of",
+    "label",
+    "layer_map_of",
+    "module_path_of",
+    "subgraphs",
+]
 
 # Operators whose output units (neurons / channels) own a row of incoming weights.
 WEIGHTED_OPS = (
@@ -137,6 +150,66 @@ def module_path_of(node: ir.Node) -> str | None:
     return None
 
 
+def subgraphs(node: ir.Node) -> list[tuple[str, ir.Graph]]:
+    """The bodies of a control-flow node as ``(tag, graph)``: ``then_branch``, ``body``, ``branches.0``…
+
+    The one place that enumerates bodies; the tag is the middle part of a body tensor's name.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> body = ir.Graph([], [], nodes=[])
+        >>> [t for t, _ in subgraphs(ir.Node("", "Loop", [], attributes=[ir.AttrGraph("body", body)]))]
+        ['body']
+    """
+    out: list[tuple[str, ir.Graph]] = []
+    for name, a in node.attributes.items():
+        if a.type == ir.AttributeType.GRAPH:
+            out.append((name, a.value))
+        elif a.type == ir.AttributeType.GRAPHS:
+            out.extend((f"{name}.{i}", g) for i, g in enumerate(a.value))
+    return out
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One level of nesting: the control-flow node (by path), its op, and the body's tag (``then_branch``…)."""
+
+    node: str
+    op: str
+    attr: str
+
+
+class Entry(NamedTuple):
+    """One node of the model as the walker meets it (graph order, bodies right after their node).
+
+    ``path`` names the node (``loop/body/add`` inside bodies), ``prefix`` is what the names of tensors of its
+    graph start with, ``parent`` the path of the enclosing control-flow node, ``scopes`` the enclosing bodies
+    (outermost first) and ``conditions`` the ``(condition tensor, branch)`` pairs under which an If branch runs.
+    """
+
+    path: str
+    node: ir.Node
+    prefix: str
+    parent: str | None
+    scopes: tuple[Scope, ...]
+    conditions: tuple[tuple[str, bool], ...]
+
+
+def dim_of(d: Any) -> int | str | None:
+    """One dimension as onnxscope shows it: an int (``-1``/``0`` stay as declared), a symbolic name, or ``None``.
+
+    Example:
+        >>> import onnx_ir as ir
+        >>> [dim_of(d) for d in ir.Shape([2, "batch", None])]
+        [2, 'batch', None]
+    """
+    if isinstance(d, int):
+        return d
+    if isinstance(d, ir.SymbolicDim):
+        return d.value or None
+    return None
+
+
 class Graph:
     """Look-ups over an ``onnx_ir.Model``; the base of :class:`onnxscope.Model`.
 
@@ -144,9 +217,72 @@ class Graph:
     """
 
     def __init__(self, model: ir.Model, path: str | os.PathLike[str] | None = None) -> None:
+        if not _sorted(model):  # graphs as some converters write them: put the node lists in order, once
+            try:
+                model.graph.sort()  # subgraphs too; nothing but the order of the node lists changes
+            except ValueError as e:
+                from onnxscope.errors import ModelLoadError
+
+                raise ModelLoadError(f"the graph has a cycle, so no node order can compute it: {e}") from e
         self.ir = model
         self.path = os.fspath(path) if path is not None else None
-        self._shapes_inferred = False
+        # analysis results kept beside the model, never written into it (keyed by id() of onnx_ir objects)
+        self._types: dict[int, tuple[ir.DataType | None, tuple[int | str | None, ...] | None]] | None = None
+        self._kinds: dict[int, str] = {}  # values that are sequences, optionals, maps (not tensors)
+
+    # -- the walker and the names -----------------------------------------------------------------------
+    @cached_property
+    def entries(self) -> list[Entry]:
+        """Every node, subgraph bodies included, in graph order (see :class:`Entry`); built once."""
+        out: list[Entry] = []
+        prefixes: dict[int, str] = {id(self.ir.graph): ""}
+
+        def walk(
+            graph: ir.Graph,
+            prefix: str,
+            parent: str | None,
+            scopes: tuple[Scope, ...],
+            conds: tuple[tuple[str, bool], ...],
+        ) -> None:
+            prefixes[id(graph)] = prefix
+            for node in graph:
+                path = prefix + label(node)
+                out.append(Entry(path, node, prefix, parent, scopes, conds))
+                for tag, sub in subgraphs(node):
+                    c = conds
+                    if node.op_type == "If" and node.inputs and node.inputs[0] is not None:
+                        c = (*conds, (self._name(node.inputs[0], prefixes), tag == "then_branch"))
+                    walk(sub, f"{path}/{tag}/", path, (*scopes, Scope(path, node.op_type, tag)), c)
+
+        walk(self.ir.graph, "", None, (), ())
+        self.__dict__["_prefixes"] = prefixes
+        return out
+
+    @property
+    def prefixes(self) -> dict[int, str]:
+        """``id(body graph)`` → the prefix of its tensors' names (``""`` for the main graph)."""
+        if "_prefixes" not in self.__dict__:
+            _ = self.entries
+        return self.__dict__["_prefixes"]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _name(v: ir.Value, prefixes: dict[int, str]) -> str:
+        if v.graph is None or v.is_initializer():
+            return v.name or ""
+        return prefixes.get(id(v.graph), "") + (v.name or "")
+
+    def tensor_name(self, v: ir.Value) -> str:
+        """A tensor's name everywhere in onnxscope (views, captures, stores): its ONNX name at the top level,
+        ``node/tag/name`` inside a body (``loop/body/h``). Initializers keep their own name.
+
+        Example:
+            >>> import onnxscope
+            >>> from onnxscope.testing import mlp_model
+            >>> m = onnxscope.Model(mlp_model())
+            >>> m.tensor_name(m.value("h"))
+            'h'
+        """
+        return self._name(v, self.prefixes)
 
     # -- nodes and values -------------------------------------------------------------------------------
     @property
@@ -198,25 +334,106 @@ class Graph:
         return int(self.ir.opset_imports.get(domain, self.ir.opset_imports.get("ai.onnx", 0)))
 
     # -- shapes -----------------------------------------------------------------------------------------
+    def _inferred(self) -> dict[int, tuple[ir.DataType | None, tuple[int | str | None, ...] | None]]:
+        """Element types and shapes from ONNX shape inference (with data propagation), run once on a copy so
+        the model itself is never changed; keyed by ``id()`` of this model's values."""
+        if self._types is not None:
+            return self._types
+        from onnxscope._load import infer_types
+
+        types: dict[int, tuple[ir.DataType | None, tuple[int | str | None, ...] | None]] = {}
+        inferred = infer_types(self.ir) if _sorted(self.ir) else None
+        if inferred is not None:
+            for og, cg in zip(self.ir.graphs(), inferred.graphs(), strict=False):
+                known = {v.name: v for v in (*cg.inputs, *cg.initializers.values())}
+                for node in cg:
+                    known.update((v.name, v) for v in node.outputs)
+                values = [*og.inputs, *og.initializers.values(), *(v for n in og for v in n.outputs)]
+                for ov in values:
+                    cv = known.get(ov.name)
+                    if cv is None:
+                        continue
+                    shape = None if cv.shape is None else tuple(dim_of(d) for d in cv.shape)
+                    types[id(ov)] = (cv.dtype, shape)
+                    if cv.type is not None and not isinstance(cv.type, ir.TensorType):
+                        self._kinds[id(ov)] = type(cv.type).__name__.removesuffix("Type").lower()
+        self._types = types
+        return types
+
     def shape(self, value: ir.Value) -> tuple[int | str | None, ...] | None:
         """The static shape of ``value`` (ints, symbolic names, ``None`` for unknown dims), or ``None``.
 
-        Runs ONNX shape inference once, on demand, if the model carries no shape for the value; inference
-        works on models over 2 GB because ``onnx_ir`` strips large initializers before calling it.
-        """
-        if value.shape is None and value.const_value is not None:
-            return tuple(int(d) for d in value.const_value.shape)
-        if value.shape is None and not self._shapes_inferred:
-            self._shapes_inferred = True
-            from onnx_ir.passes.common import ShapeInferencePass
+        The shape the model carries first; where it is missing or less precise, what ONNX shape inference finds
+        (run once, on demand, on a clone: the model is never changed, so answers do not depend on query order).
 
-            ShapeInferencePass(strict_mode=False)(self.ir)
-        if value.shape is None:
-            return None
-        return tuple(
-            d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
-            for d in value.shape
-        )
+        Example:
+            >>> import onnxscope
+            >>> from onnxscope.testing import mlp_model
+            >>> m = onnxscope.Model(mlp_model())
+            >>> m.shape(m.value("h")), m.ir.graph.node(0).outputs[0].shape is None
+            (('batch', 16), True)
+        """
+        if value.const_value is not None:
+            return tuple(int(d) for d in value.const_value.shape)
+        carried = None if value.shape is None else tuple(dim_of(d) for d in value.shape)
+        if carried is not None and all(isinstance(d, int) and d > 0 for d in carried):
+            return carried
+        inferred = self._inferred().get(id(value), (None, None))[1]
+        if carried is None or inferred is None or len(inferred) != len(carried):
+            return inferred if carried is None else carried
+        return tuple(_better(c, i) for c, i in zip(carried, inferred, strict=True))
+
+    def dtype(self, value: ir.Value) -> ir.DataType | None:
+        """The element type of ``value``: declared, else from ONNX type inference (on a clone, as :meth:`shape`).
+
+        Example:
+            >>> import onnxscope
+            >>> from onnxscope.testing import mlp_model
+            >>> m = onnxscope.Model(mlp_model())
+            >>> m.dtype(m.value("a")).name
+            'FLOAT'
+        """
+        if value.dtype is not None:
+            return value.dtype
+        if value.const_value is not None:
+            return value.const_value.dtype
+        return self._inferred().get(id(value), (None, None))[0]
+
+    def kind(self, value: ir.Value) -> str:
+        """``"tensor"``, or what else the value is (``"sequence"``, ``"optional"``, ``"map"``…), declared or inferred.
+
+        Example:
+            >>> import onnxscope
+            >>> from onnxscope.testing import mlp_model
+            >>> m = onnxscope.Model(mlp_model())
+            >>> m.kind(m.value("a"))
+            'tensor'
+        """
+        if value.type is not None:
+            if isinstance(value.type, ir.TensorType):
+                return "tensor"
+            return type(value.type).__name__.removesuffix("Type").lower()
+        if not self._has_non_tensors:
+            return "tensor"  # no op of the model makes anything else: no inference needed to know
+        self._inferred()
+        return self._kinds.get(id(value), "tensor")
+
+    @cached_property
+    def _has_non_tensors(self) -> bool:
+        """Whether some node makes a sequence, optional or map (or calls a function, which might)."""
+        return any(
+            e.node.op_type in _NON_TENSOR_OPS or e.node.domain not in ("", "ai.onnx", "com.microsoft")
+            for e in self.entries
+        ) or bool(self.ir.functions)
+
+    def set_types(
+        self, found: dict[int, tuple[ir.DataType | None, tuple[int | str | None, ...] | None]]
+    ) -> None:
+        """Add element types and shapes learned elsewhere (e.g. from onnxruntime) to the analysis cache."""
+        types = self._inferred()
+        for key, (dt, shape) in found.items():
+            old_dt, old_shape = types.get(key, (None, None))
+            types[key] = (old_dt or dt, old_shape if old_shape is not None else shape)
 
     # -- framework names --------------------------------------------------------------------------------
     @cached_property
@@ -311,6 +528,54 @@ class Graph:
                 elif user.op_type in WEIGHT_TRANSFORMS:
                     stack.extend(user.outputs)
         return seen
+
+
+_NON_TENSOR_OPS = frozenset(
+    {
+        "SequenceConstruct",
+        "SequenceEmpty",
+        "SequenceInsert",
+        "SequenceErase",
+        "SplitToSequence",
+        "SequenceMap",
+        "Optional",
+        "OptionalGetElement",
+        "Loop",
+        "Scan",
+        "If",
+        "ZipMap",
+        "CastMap",
+        "DictVectorizer",
+    }
+)
+
+
+def _sorted(model: ir.Model) -> bool:
+    """Whether every graph lists a node after the nodes it reads from (what onnx_ir's clone needs)."""
+    for g in model.graphs():
+        seen: set[int] = set()
+        for node in g:
+            for v in node.inputs:
+                if (
+                    v is not None
+                    and v.graph is g
+                    and v.producer() is not None
+                    and id(v.producer()) not in seen
+                ):
+                    return False
+            seen.add(id(node))
+    return True
+
+
+def _better(carried: int | str | None, inferred: int | str | None) -> int | str | None:
+    """Per dimension: a known size beats a name, a name beats nothing (declared ``-1``/``0`` count as unknown)."""
+    if isinstance(carried, int) and carried > 0:
+        return carried
+    if isinstance(inferred, int) and inferred > 0:
+        return inferred
+    if isinstance(carried, str):
+        return carried
+    return inferred if inferred is not None else carried
 
 
 # Ops that only re-encode a constant weight on its way to the layer that uses it.

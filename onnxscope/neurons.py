@@ -449,10 +449,7 @@ _MIXING_REASONS = {
     "Softmax": "Softmax mixes every unit of its axis",
     "LogSoftmax": "LogSoftmax mixes every unit of its axis",
     "LayerNormalization": "LayerNormalization mixes the units it normalizes over",
-    "Gather": "Gather selects by a runtime index",
     "GatherElements": "GatherElements selects by a runtime index",
-    "Split": "Split is not followed (split the layer by name instead)",
-    "Slice": "Slice is not followed",
 }
 
 _Item = tuple[ir.Value, int, np.ndarray, tuple[str, ...]]
@@ -518,13 +515,114 @@ def _step(
         return [(node.outputs[0], moved[0], moved[1], here)]
     if op == "Concat":
         return _concat(graph, node, i, rank, axis, idx, here)
+    if op in ("Split", "Slice", "Gather") and i == 0:
+        if rank is None:
+            return f"{op} input has an unknown rank"
+        return {"Split": _split, "Slice": _slice, "Gather": _gather}[op](
+            graph, node, value, rank, axis, idx, here
+        )
+    if op in ("Split", "Slice", "Gather"):
+        return f"the neuron feeds {op}'s input {i}, not its data"
     reason = _MIXING_REASONS.get(op)
     if reason is None:
         reason = (
             f"{op} is not followed (followed: element-wise ops, BatchNormalization, pooling, Reduce*, Transpose, "
-            "Flatten/Reshape/(Un)Squeeze, Concat, Q/DQ)"
+            "Flatten/Reshape/(Un)Squeeze, Concat, Split, Slice, Gather with constant indices, Q/DQ)"
         )
     return reason
+
+
+def _ints(node: ir.Node, index: int, name: str) -> list[int] | None:
+    """A node's integer parameter: a constant input at ``index`` (newer opsets), else the attribute ``name``."""
+    if index < len(node.inputs) and node.inputs[index] is not None:
+        c = const_array(node.inputs[index])
+        return None if c is None else [int(v) for v in np.ravel(c[0])]
+    a = attr(node, name, None)
+    return None if a is None else [int(v) for v in np.ravel(a)]
+
+
+def _split(
+    graph: Graph, node: ir.Node, value: ir.Value, rank: int, axis: int, idx: np.ndarray, here: tuple[str, ...]
+) -> str | list[_Item]:
+    pos = rank + axis
+    cut = int(attr(node, "axis", 0)) % rank
+    outs = [v for v in node.outputs]
+    if cut != pos:  # split along another axis: every part carries the neuron
+        return [(v, axis, idx, here) for v in outs if v.name]
+    sizes = _ints(node, 1, "split")
+    if sizes is None:
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            return "Split sizes are computed at run time"
+        shape = graph.shape(value)
+        total = shape[pos] if shape is not None else None
+        if not isinstance(total, int):
+            return "Split along the neuron's axis of unknown size"
+        n = len(outs)
+        step = -(-total // n)  # equal parts, the last one smaller (opset 18's num_outputs rule)
+        sizes = [min(step, total - k * step) for k in range(n)]
+    items: list[_Item] = []
+    lo = 0
+    for v, size in zip(outs, sizes, strict=False):
+        hit = idx[(idx >= lo) & (idx < lo + size)]
+        if hit.size and v.name:
+            items.append((v, axis, hit - lo, here))
+        lo += size
+    return items or "the neuron falls outside every part of the Split"
+
+
+def _slice(
+    graph: Graph, node: ir.Node, value: ir.Value, rank: int, axis: int, idx: np.ndarray, here: tuple[str, ...]
+) -> str | list[_Item]:
+    pos = rank + axis
+    starts, ends = _ints(node, 1, "starts"), _ints(node, 2, "ends")
+    if starts is None or ends is None:
+        return "Slice bounds are computed at run time"
+    axes = _ints(node, 3, "axes") if len(node.inputs) > 3 or attr(node, "axes", None) is not None else None
+    axes = list(range(len(starts))) if axes is None else [a % rank for a in axes]
+    steps = _ints(node, 4, "steps") if len(node.inputs) > 4 else None
+    steps = steps or [1] * len(starts)
+    if pos not in axes:
+        return [(node.outputs[0], axis, idx, here)]
+    k = axes.index(pos)
+    shape = graph.shape(value)
+    size = shape[pos] if shape is not None else None
+    if not isinstance(size, int):
+        return "Slice along the neuron's axis of unknown size"
+    kept = list(range(*slice(starts[k], ends[k], steps[k]).indices(size)))
+    where = {p: j for j, p in enumerate(kept)}
+    new = np.array([where[int(p)] for p in idx if int(p) in where], dtype=np.int64)
+    if new.size == 0:
+        return "Slice drops the neuron"
+    return [(node.outputs[0], axis, new, here)]
+
+
+def _gather(
+    graph: Graph, node: ir.Node, value: ir.Value, rank: int, axis: int, idx: np.ndarray, here: tuple[str, ...]
+) -> str | list[_Item]:
+    found = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if found is None:
+        return "Gather selects by a runtime index"
+    indices = np.asarray(found[0]).astype(np.int64)
+    pos = rank + axis
+    g = int(attr(node, "axis", 0)) % rank
+    out_rank = rank - 1 + indices.ndim
+    if g != pos:  # gathering along another axis: the neuron's axis moves by the index's rank
+        new_pos = pos if pos < g else pos - 1 + indices.ndim
+        return [(node.outputs[0], new_pos - out_rank, idx, here)]
+    shape = graph.shape(value)
+    size = shape[pos] if shape is not None else None
+    if isinstance(size, int):
+        indices = np.where(indices < 0, indices + size, indices)
+    if indices.ndim == 0:
+        if int(indices) in set(idx.tolist()):
+            return "Gather keeps only this unit and removes its axis"
+        return "Gather drops the neuron"
+    if indices.ndim != 1:
+        return "Gather with multi-dimensional indices on the neuron's axis"
+    new = np.flatnonzero(np.isin(indices, idx))
+    if new.size == 0:
+        return "Gather drops the neuron"
+    return [(node.outputs[0], axis, new, here)]
 
 
 def _reduce(

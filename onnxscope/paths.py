@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import networkx as nx
 import onnx_ir as ir
 
 from onnxscope.errors import InputError, NoPathError, NotFoundError, closest
-from onnxscope.graph import Graph, label
+from onnxscope.graph import Graph, subgraphs
 
 __all__ = [
     "Subgraph",
@@ -53,32 +53,6 @@ def _cache(graph: Graph) -> dict[str, object]:
     return cache  # type: ignore[no-any-return]
 
 
-def _walk(
-    graph: ir.Graph, prefix: str, parent: str | None, out: list[tuple[str, ir.Node, str, str | None]]
-) -> None:
-    for node in graph:
-        path = prefix + label(node)
-        out.append((path, node, prefix, parent))
-        for name, attr in node.attributes.items():
-            subs = (
-                [attr.value]
-                if attr.type == ir.AttributeType.GRAPH
-                else (list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
-            )
-            for i, sub in enumerate(subs):
-                tag = name if attr.type == ir.AttributeType.GRAPH else f"{name}.{i}"
-                _walk(sub, f"{path}/{tag}/", path, out)
-
-
-def _entries(graph: Graph) -> list[tuple[str, ir.Node, str, str | None]]:
-    cache = _cache(graph)
-    if "entries" not in cache:
-        out: list[tuple[str, ir.Node, str, str | None]] = []
-        _walk(graph.ir.graph, "", None, out)
-        cache["entries"] = out
-    return cache["entries"]  # type: ignore[return-value]
-
-
 def op_graph(graph: Graph) -> nx.MultiDiGraph:
     """ONNX nodes as networkx nodes (attributes ``op``, ``domain``, ``module``), tensors as keyed edges.
 
@@ -96,12 +70,12 @@ def op_graph(graph: Graph) -> nx.MultiDiGraph:
 
     g = nx.MultiDiGraph()
     producer: dict[int, str] = {}
-    entries = _entries(graph)
-    for path, node, _, parent in entries:
+    entries = graph.entries
+    for path, node, _, parent, _, _ in entries:
         g.add_node(path, op=node.op_type, domain=node.domain, module=module_path_of(node), parent=parent)
         for v in node.outputs:
             producer[id(v)] = path
-    for path, node, _, parent in entries:
+    for path, node, _, parent, _, _ in entries:
         for v in node.inputs:
             if v is not None and id(v) in producer:
                 g.add_edge(producer[id(v)], path, key=v.name, tensor=v.name)
@@ -125,13 +99,13 @@ def tensor_graph(graph: Graph, data_only: bool = False) -> nx.DiGraph:
     key = "tensor-data" if data_only else "tensor"
     if key in cache:
         return cache[key]  # type: ignore[return-value]
-    name = _namer(graph)
+    name = graph.tensor_name
     tensor_nodes: list[tuple[str, dict[str, object]]] = [
         (name(v), {"kind": "input"}) for v in graph.ir.graph.inputs
     ]
     edges: list[tuple] = []
     known: set[str] = {t for t, _ in tensor_nodes}
-    for path, node, _, _ in _entries(graph):
+    for path, node, *_ in graph.entries:
         outs = [name(v) for v in node.outputs if v.name]
         for o in outs:
             tensor_nodes.append((o, {"kind": "tensor", "node": path, "op": node.op_type}))
@@ -139,16 +113,10 @@ def tensor_graph(graph: Graph, data_only: bool = False) -> nx.DiGraph:
         if data_only and node.op_type in ("Shape", "Size"):
             continue
         attrs = {"node": path, "op": node.op_type}
-        for attr in node.attributes.values():  # a body's outputs flow into its control-flow node's outputs
-            bodies = (
-                [attr.value]
-                if attr.type == ir.AttributeType.GRAPH
-                else (list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
-            )
-            for body in bodies:
-                for v in body.outputs:
-                    for o in outs:
-                        edges.append((name(v), o) if data_only else (name(v), o, attrs))
+        for _, body in subgraphs(node):  # a body's outputs flow into its control-flow node's outputs
+            for v in body.outputs:
+                for o in outs:
+                    edges.append((name(v), o) if data_only else (name(v), o, attrs))
         for v in node.inputs:
             if v is None or not v.name:
                 continue
@@ -165,31 +133,6 @@ def tensor_graph(graph: Graph, data_only: bool = False) -> nx.DiGraph:
     return g
 
 
-def _namer(graph: Graph) -> Callable[[ir.Value], str]:
-    """A fast ``tensor_name`` for many calls."""
-    cache = _cache(graph)
-    if "prefixes" not in cache:
-        prefixes = {id(graph.ir.graph): ""}
-        for path, node, _, _ in _entries(graph):
-            for name, attr in node.attributes.items():
-                if attr.type == ir.AttributeType.GRAPH:
-                    prefixes[id(attr.value)] = f"{path}/{name}/"
-                elif attr.type == ir.AttributeType.GRAPHS:
-                    for i, sub in enumerate(attr.value):
-                        prefixes[id(sub)] = f"{path}/{name}.{i}/"
-        cache["prefixes"] = prefixes
-    prefixes = cache["prefixes"]
-    if len(prefixes) == 1:  # no subgraphs: a tensor's name is its ONNX name
-        return lambda v: v.name or ""
-
-    def name(v: ir.Value) -> str:
-        if v.graph is None or v.is_initializer():
-            return v.name or ""
-        return prefixes.get(id(v.graph), "") + (v.name or "")  # type: ignore[union-attr]
-
-    return name
-
-
 def tensor_name(graph: Graph, v: ir.Value) -> str:
     """A tensor's name in the views: its ONNX name at the top level, ``node/attr/name`` inside bodies.
 
@@ -200,7 +143,7 @@ def tensor_name(graph: Graph, v: ir.Value) -> str:
         >>> tensor_name(m, m.value("h"))
         'h'
     """
-    return _namer(graph)(v)
+    return graph.tensor_name(v)
 
 
 def data_graph(graph: Graph) -> nx.DiGraph:

@@ -22,7 +22,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.graph import Graph, attention_probs_name, attr
-from onnxscope.paths import _entries, _namer, data_graph
+from onnxscope.paths import data_graph
+from onnxscope.recompute import FUSED_ATTENTION_OPS
 from onnxscope.weights import const_array, is_const
 
 __all__ = ["AttentionBlock", "Residual", "find_attention", "find_residuals"]
@@ -49,6 +50,8 @@ LAYER_OPS = frozenset(
     }
 )
 _MERGES = {"Add": "residual", "Sum": "residual", "Concat": "dense"}
+# what makes a Concat input "computed from" another for a dense connection: layers, and pooling (SPPF)
+_DENSE_OPS = LAYER_OPS | {"MaxPool", "AveragePool", "LpPool"}
 _BUDGET = 200_000
 
 
@@ -57,7 +60,8 @@ class Residual:
     """A skip connection: ``fork`` feeds both the ``main`` branch and the ``skip`` branch, joined at ``merge``.
 
     ``skip`` is empty for an identity shortcut; ``projection`` says it holds a layer (e.g. a 1x1 Conv).
-    ``kind`` is ``"residual"`` for Add/Sum and ``"dense"`` for Concat.
+    ``kind`` is ``"residual"`` for Add/Sum and ``"dense"`` for Concat. ``inputs`` are the merge's inputs that
+    depend on the model's inputs (all of them, for an n-ary Concat); the main branch reported is the longest.
     """
 
     fork: str
@@ -66,6 +70,7 @@ class Residual:
     skip: tuple[str, ...]
     kind: str
     projection: bool
+    inputs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -78,8 +83,7 @@ class _Index:
     def __init__(self, graph: Graph) -> None:
         self.g = data_graph(graph)
         # ONNX requires nodes in topological order: number tensors by their producer's position
-        entries = _entries(graph)
-        position = {path: i for i, (path, _, _, _) in enumerate(entries)}
+        position = {e.path: i for i, e in enumerate(graph.entries)}
         self.order = {t: position[d["node"]] if "node" in d else -1 for t, d in self.g.nodes(data=True)}
         if any(self.order[u] >= self.order[v] for u, v in self.g.edges()):  # not sorted after all
             self.order = {t: i for i, t in enumerate(nx.topological_sort(self.g))}
@@ -151,41 +155,91 @@ def _nodes_of(g: nx.DiGraph, tensors: list[str]) -> tuple[str, ...]:
 
 
 def find_residuals(graph: Graph) -> list[Residual]:
-    """Every skip connection: an Add/Sum (or a dense Concat) whose inputs meet at a common fork.
+    """Every skip connection: an Add/Sum (residual) or a Concat (dense) merging a tensor with something computed
+    from it through a layer (Conv, MatMul, Gemm, attention, LSTM…; for Concat also pooling, as in SPPF).
 
-    A merge counts only when at least two of its inputs depend on the model's inputs, they share a fork, and the
-    main branch holds a layer (Conv, MatMul, Gemm, attention…) — so bias adds, adds of independent inputs and
-    element-wise formulas such as GELU's ``x + 0.044715·x³`` are not reported.
+    Every input of an n-ary merge is considered. A merge counts when
+
+    - one input is an ancestor of another through a layer op (an *identity* shortcut: ``x + f(x)``, the dense
+      ``Concat(x, f(x), g(f(x)))`` of DenseNet and YOLO's C2f), or
+    - for Add/Sum only, two inputs meet at a common fork and the main branch holds a layer (a *projection*
+      shortcut when the other branch holds one too, as in ResNet's downsampling blocks and FPN merges).
+
+    Not counted: Concats of parallel heads (no input an ancestor of another: detection heads, an LSTM's h and c),
+    adds that broadcast one input over the other (attention masks), bias adds, adds of independent inputs, and
+    element-wise formulas such as GELU's ``x + 0.044715·x³`` (no layer on the way).
+
+    Example:
+        >>> import onnxscope
+        >>> from onnxscope.testing import mlp_model
+        >>> find_residuals(onnxscope.Model(mlp_model()))
+        []
     """
     idx = _Index(graph)
     tg = idx.g
-    name = _namer(graph)
-    entries = _entries(graph)
-    op_of = {path: node.op_type for path, node, _, _ in entries}
+    name = graph.tensor_name
+    entries = graph.entries
+    op_of = {e.path: e.node.op_type for e in entries}
 
-    def layers(nodes: tuple[str, ...]) -> int:
-        return sum(op_of[n] in LAYER_OPS for n in nodes)
+    def layers(nodes: tuple[str, ...], dense: bool = False) -> int:
+        ops = _DENSE_OPS if dense else LAYER_OPS
+        return sum(op_of[n] in ops for n in nodes)
 
     out: list[Residual] = []
-    for path, node, _, _ in entries:
+    for path, node, *_ in entries:
         kind = _MERGES.get(node.op_type)
         if kind is None or node.domain not in ("", "ai.onnx"):
             continue
-        ins = [name(v) for v in node.inputs if v is not None and v.name]
-        dyn = list(dict.fromkeys(t for t in ins if t in idx.dynamic))
+        values = {name(v): v for v in node.inputs if v is not None and v.name}
+        dyn = [t for t in values if t in idx.dynamic]
         if len(dyn) < 2:
             continue
-        fork = idx.lca(dyn[0], dyn[1])
-        if fork is None:
+        if kind == "residual" and _broadcasts(graph, [values[t] for t in dyn]):
             continue
-        skip, main = sorted(
-            (_nodes_of(tg, idx.branch(fork, dyn[0])), _nodes_of(tg, idx.branch(fork, dyn[1]))),
-            key=lambda nodes: (layers(nodes), len(nodes)),
-        )
-        if not layers(main):
+        dyn.sort(key=idx.order.__getitem__)
+        best: tuple[int, str, tuple[str, ...]] | None = None
+        for i, a in enumerate(dyn):  # an ancestor shortcut: a feeds b through a layer
+            for b in dyn[i + 1 :]:
+                main = _nodes_of(tg, idx.branch(a, b))
+                if main and layers(main, kind == "dense") and (best is None or len(main) > best[0]):
+                    best = (len(main), a, main)
+        if best is not None:
+            _, fork, main = best
+            out.append(Residual(fork, path, main, (), kind, False, tuple(dyn)))
             continue
-        out.append(Residual(fork, path, main, skip, kind, layers(skip) > 0))
+        if kind == "dense":
+            continue  # parallel branches concatenated: heads, not a dense connection
+        for i, a in enumerate(dyn):
+            for b in dyn[i + 1 :]:
+                fork = idx.lca(a, b)
+                if fork is None:
+                    continue
+                skip, main = sorted(
+                    (_nodes_of(tg, idx.branch(fork, a)), _nodes_of(tg, idx.branch(fork, b))),
+                    key=lambda nodes: (layers(nodes), len(nodes)),
+                )
+                if layers(main) and (best is None or len(main) > best[0]):
+                    best = (len(main), fork, main)
+                    found = Residual(fork, path, main, skip, kind, layers(skip) > 0, tuple(dyn))
+        if best is not None:
+            out.append(found)
     return out
+
+
+def _broadcasts(graph: Graph, values: list[ir.Value]) -> bool:
+    """Whether an element-wise merge broadcasts one input over another: ranks differ, or one axis has two known
+    sizes (e.g. an attention mask ``[batch, 1, q, k]`` added to scores ``[batch, heads, q, k]``)."""
+    shapes = [s for s in (graph.shape(v) for v in values) if s is not None]
+    for a in shapes:
+        for b in shapes:
+            if len(a) != len(b):
+                return True
+            if any(
+                isinstance(x, int) and isinstance(y, int) and x > 0 and y > 0 and x != y
+                for x, y in zip(a, b, strict=True)
+            ):
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -353,15 +407,23 @@ def _projection(v: ir.Value | None, forward: bool = False) -> str | None:
 
 
 def _weight_source(w: ir.Value) -> str:
+    """The stored tensor behind a weight: through Transpose, DequantizeLinear, Cast, Reshape and the scale of
+    weight-only quantization (``Cast(q) · scale``: the larger operand)."""
+    from onnxscope.weights import const_array as fold
+
     node = _producer(w)
-    while node is not None and node.op_type in (
-        "Transpose",
-        "DequantizeLinear",
-        "Cast",
-        "Identity",
-        "Reshape",
-    ):
-        w = node.inputs[0]
+    while node is not None:
+        if node.op_type in ("Transpose", "DequantizeLinear", "Cast", "Identity", "Reshape"):
+            w = node.inputs[0]
+        elif (
+            node.op_type in ("Mul", "Div") and len(node.inputs) == 2 and all(is_const(i) for i in node.inputs)
+        ):
+            found = fold(w)
+            if found is None:
+                break
+            return found[1]
+        else:
+            break
         node = _producer(w)
     return w.name or ""
 
@@ -398,7 +460,11 @@ def _heads(graph: Graph, probs: ir.Value, q: ir.Value | None) -> int | None:
             out = _static(user.outputs[0])
             if out is not None and len(out) == 4 and isinstance(out[1], int):
                 return out[1]
-    node = _producer(q)  # Q split into heads: [batch, seq, heads, head_dim] before the transpose
+    if q is not None and any(u.op_type == "MatMul" for u, _ in q.uses()):  # MatMul takes [batch, heads, s, d]
+        replayed = _replayed_heads(graph, q)
+        if replayed is not None:
+            return replayed
+    node = _producer(q)  # Q split into heads as [batch, seq, heads, head_dim] (an Einsum takes it as it is)
     for _ in range(6):
         if node is None:
             return None
@@ -412,6 +478,124 @@ def _heads(graph: Graph, probs: ir.Value, q: ir.Value | None) -> int | None:
             else next((i for i in node.inputs if _dynamic(i)), None)
         )
     return None
+
+
+_SAME_SHAPE = frozenset({"Mul", "Div", "Add", "Sub", "Cast", "Identity", "Dropout", "Sqrt"})
+
+
+def _reshape_target(graph: Graph, node: ir.Node) -> list[int | None] | None:
+    """A Reshape's target, with ``None`` where a size is not a positive constant: a constant, or a Concat of
+    pieces that are constants or shape slices of known length (as Paddle and TorchScript exporters write)."""
+    found = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if found is not None:
+        return [int(d) if int(d) > 0 else None for d in np.ravel(found[0])]
+    cat = _producer(node.inputs[1] if len(node.inputs) > 1 else None)
+    if cat is None or cat.op_type != "Concat":
+        return None
+    dims: list[int | None] = []
+    for piece in cat.inputs:
+        c = const_array(piece)
+        if c is not None:
+            dims += [int(d) if int(d) > 0 else None for d in np.ravel(c[0])]
+            continue
+        length = _length(graph, piece)
+        if length is None:
+            return None
+        dims += [None] * length
+    return dims
+
+
+def _length(graph: Graph, v: ir.Value | None) -> int | None:
+    """The length of a 1-D shape tensor: from its static shape, or a constant Slice of a Shape, or an Unsqueezed
+    Gather of one element (looking through Cast)."""
+    shape = graph.shape(v) if v is not None else None
+    if shape is not None and len(shape) == 1 and isinstance(shape[0], int) and shape[0] >= 0:
+        return shape[0]
+    node = _producer(v)
+    while node is not None and node.op_type in ("Cast", "Identity"):
+        node = _producer(node.inputs[0])
+    if node is None:
+        return None
+    if node.op_type == "Unsqueeze":
+        inner = _producer(node.inputs[0])
+        if inner is not None and inner.op_type == "Gather":
+            c = const_array(inner.inputs[1]) if len(inner.inputs) > 1 else None
+            return 1 if c is not None and np.ndim(c[0]) == 0 else None
+    if node.op_type == "Slice" and len(node.inputs) >= 3:
+        bounds = [const_array(i) for i in node.inputs[1:5] if i is not None]
+        if len(bounds) < 2 or any(b is None for b in bounds):
+            return None
+        start, end = int(np.ravel(bounds[0][0])[0]), int(np.ravel(bounds[1][0])[0])  # type: ignore[index]
+        step = int(np.ravel(bounds[3][0])[0]) if len(bounds) > 3 else 1  # type: ignore[index]
+        if step == 1 and 0 <= start < end < 64:  # a few leading dims of a shape: the rank bounds nothing here
+            return end - start
+    return None
+
+
+def _replayed_heads(graph: Graph, q: ir.Value | None) -> int | None:
+    """The heads of ``q`` ([batch, heads, seq, head_dim]) from the Reshape that split them off, replayed through
+    the layout ops between (Transpose, Gather/Slice/Split of a packed QKV, Squeeze/Unsqueeze, scaling)."""
+    chain: list[ir.Node] = []
+    node = _producer(q)
+    while node is not None and len(chain) < 8 and node.op_type != "Reshape":
+        if node.op_type not in _DATA_FIRST | _SAME_SHAPE:
+            return None
+        chain.append(node)
+        node = _producer(
+            node.inputs[0]
+            if node.op_type in _DATA_FIRST
+            else next((i for i in node.inputs if _dynamic(i)), None)
+        )
+    if node is None or node.op_type != "Reshape":
+        return None
+    dims = _reshape_target(graph, node)
+    if dims is None:
+        return None
+    for n in reversed(chain):
+        op, rank = n.op_type, len(dims)
+        if op == "Transpose":
+            perm = list(attr(n, "perm", list(range(rank))[::-1]))
+            if len(perm) != rank:
+                return None
+            dims = [dims[p] for p in perm]
+        elif op in ("Squeeze", "Unsqueeze"):
+            axes = attr(n, "axes", None)
+            if axes is None and len(n.inputs) > 1:
+                c = const_array(n.inputs[1])
+                axes = None if c is None else [int(a) for a in np.ravel(c[0])]
+            if axes is None:
+                return None
+            if op == "Squeeze":
+                drop = {int(a) % rank for a in axes}
+                dims = [d for i, d in enumerate(dims) if i not in drop]
+            else:
+                for a in sorted(int(a) % (rank + len(axes)) for a in axes):
+                    dims.insert(a, 1)
+        elif op == "Gather":
+            c = const_array(n.inputs[1]) if len(n.inputs) > 1 else None
+            g = int(attr(n, "axis", 0)) % rank
+            if c is None or np.ndim(c[0]) > 1:
+                return None
+            dims = dims[:g] + ([None] if np.ndim(c[0]) == 1 else []) + dims[g + 1 :]
+        elif op in ("Slice", "Split"):
+            axes = _sliced_axes(n, rank)
+            dims = [None if i in axes else d for i, d in enumerate(dims)]
+    if len(dims) == 4 and isinstance(dims[1], int):
+        return dims[1]
+    return None
+
+
+def _sliced_axes(node: ir.Node, rank: int) -> set[int]:
+    if node.op_type == "Split":
+        return {int(attr(node, "axis", 0)) % rank}
+    c = const_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    if c is not None:
+        return {int(a) % rank for a in np.ravel(c[0])}
+    axes = attr(node, "axes", None)
+    if axes is not None:
+        return {int(a) % rank for a in axes}
+    starts = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    return set(range(len(np.ravel(starts[0])))) if starts is not None else set(range(rank))
 
 
 def _upstream(v: ir.Value | None, limit: int) -> list[ir.Node]:
@@ -458,7 +642,7 @@ def find_attention(graph: Graph) -> list[AttentionBlock]:
     ``Attention`` from opset 23; onnxruntime's ``Attention``, ``MultiHeadAttention``, ``GroupQueryAttention``).
     """
     blocks: list[AttentionBlock] = []
-    for path, node, prefix, _ in _entries(graph):
+    for path, node, prefix, *_ in graph.entries:
         key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
         if key in FUSED_ATTENTION:
             blocks.append(_fused(graph, path, node))
@@ -517,6 +701,10 @@ def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
             if len(node.outputs) > 3 and node.outputs[3].name
             else attention_probs_name(path)
         )
+    elif (node.domain, node.op_type) in FUSED_ATTENTION_OPS and "/" not in path:
+        probs = attention_probs_name(
+            path
+        )  # rebuilt on read by a decomposition of the op (onnxscope.recompute)
     packed = node.domain == "com.microsoft" and node.op_type == "Attention"
     return AttentionBlock(
         name=path,

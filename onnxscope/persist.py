@@ -1,12 +1,16 @@
-"""Captures on disk: one ``.npz`` per run, arrays plus one metadata entry; nothing is ever pickled.
+"""Captures on disk: one ``.npz`` keyed by tensor name, plus one metadata entry; nothing is ever pickled.
+
+``np.load("run.npz")["layer1/relu"]`` works without onnxscope. Recomputed tensors are written out like captured
+ones; tensors computed from the weights alone are not (they are the same for every input): reading them back
+needs the model (``load_capture(path, model=...)``).
 
 Example:
     >>> import numpy as np, onnxscope, tempfile, os
     >>> from onnxscope.testing import mlp_model
     >>> cap = onnxscope.capture(onnxscope.Model(mlp_model()), {"x": np.ones((2, 3), np.float32)})
-    >>> back = load_capture(save_capture(cap, os.path.join(tempfile.mkdtemp(), "c.npz")))
-    >>> bool(np.array_equal(back["y"], cap["y"]))
-    True
+    >>> path = save_capture(cap, os.path.join(tempfile.mkdtemp(), "c.npz"))
+    >>> bool(np.array_equal(np.load(path)["y"], cap["y"])), bool(np.array_equal(load_capture(path)["y"], cap["y"]))
+    (True, True)
 """
 
 from __future__ import annotations
@@ -22,32 +26,35 @@ from onnxscope.errors import ModelLoadError, OnnxscopeError
 from onnxscope.expose import TensorMeta
 from onnxscope.model import Model, load
 from onnxscope.render import save_npz
-from onnxscope.result import Capture
+from onnxscope.result import Capture, Provenance, Storage
 
-__all__ = ["load_capture", "save_capture"]
+__all__ = ["META_KEY", "load_capture", "save_capture"]
 
-_META_KEY = "__onnxscope__"
-_FORMAT = 1
+META_KEY = "__onnxscope__"
+_FORMAT = 2
 
 
 def save_capture(cap: Capture, path: str | os.PathLike[str]) -> str:
-    """Write every array and the metadata of ``cap`` to one ``.npz`` (atomically; nothing pickled)."""
+    """Write ``cap`` to one ``.npz`` (atomically): every array under its tensor name, metadata under
+    ``__onnxscope__`` (JSON bytes). Recomputed tensors are computed first; folded ones are left to the model.
+
+    Raises:
+        InputError: the path does not end in ``.npz`` or its folder does not exist.
+    """
+    p = cap.provenance
+    folded = [k for k, m in p.meta.items() if m.source == "folded"]
+    arrays = {k: np.asarray(cap[k]) for k in cap if k not in folded and k != META_KEY}
     meta = {
         "format": _FORMAT,
-        "model": cap.model_path,
-        "inputs": cap._inputs,
-        "outputs": cap._outputs,
-        "tensors": {k: m.to_dict() for k, m in cap._meta.items()},
-        "nodes": cap._nodes,
-        "skipped": cap.skipped,
-        "keys": list(cap._arrays),
-        "constants": cap._constants,  # folded from the model's weights when read, not stored
-        "derived": cap.derived,
+        "model": p.model_path,
+        "optimization": p.optimization,
+        "inputs": list(p.inputs),
+        "outputs": list(p.outputs),
+        "tensors": {k: m.to_dict() for k, m in p.meta.items()},
+        "nodes": dict(p.nodes),
+        "skipped": dict(p.skipped),
     }
-    stored = {**cap._arrays, **{k: cap[k] for k in cap._derived}}  # dequantized ones written out
-    meta["keys"] = list(stored)
-    arrays = {f"t{i}": a for i, a in enumerate(stored.values())}
-    arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     return save_npz(path, arrays)
 
 
@@ -55,22 +62,26 @@ def _is_str_list(x: Any) -> bool:
     return isinstance(x, list) and all(isinstance(v, str) for v in x)
 
 
-def _check_meta(meta: Any, n_arrays: int) -> str | None:
-    """What is wrong with a capture's metadata, or ``None`` (types checked here so that no later read trips)."""
+def _check_meta(meta: Any, names: list[str]) -> str | None:
+    """What is wrong with a capture's metadata, or ``None``: types are checked here so that no later read trips
+    on a hand-edited or damaged file (``names`` are the file's array entries)."""
     if not isinstance(meta, dict):
         return "the metadata is not an object"
-    if meta.get("format") != _FORMAT:
-        return f"format {meta.get('format')!r} (this onnxscope reads format {_FORMAT})"
-    if not (meta.get("model") is None or isinstance(meta["model"], str)):
-        return "'model' is not a path"
-    missing = [k for k in ("tensors", "inputs", "outputs", "keys") if k not in meta]
+    fmt = meta.get("format", 1)
+    if fmt not in (1, _FORMAT):
+        return f"format {fmt!r} (this onnxscope reads formats 1 and {_FORMAT})"
+    missing = [k for k in ("tensors", "inputs", "outputs", *(["keys"] if fmt == 1 else [])) if k not in meta]
     if missing:
         return f"no {', '.join(map(repr, missing))}"
+    if not (meta.get("model") is None or isinstance(meta["model"], str)):
+        return "'model' is not a path"
+    if not (meta.get("optimization") is None or isinstance(meta["optimization"], str)):
+        return "'optimization' is not a level"
     for key in ("inputs", "outputs", "keys", "constants"):
         if not _is_str_list(meta.get(key, [])):
             return f"{key!r} is not a list of names"
-    if len(meta.get("keys", [])) != n_arrays:
-        return f"{len(meta.get('keys', []))} names for {n_arrays} arrays"
+    if fmt == 1 and len(meta["keys"]) != len(names):
+        return f"{len(meta['keys'])} names for {len(names)} arrays"
     skipped = meta.get("skipped", {})
     if not (isinstance(skipped, dict) and all(isinstance(v, str) for v in skipped.values())):
         return "'skipped' is not a mapping of names to reasons"
@@ -78,13 +89,14 @@ def _check_meta(meta: Any, n_arrays: int) -> str | None:
     if not isinstance(nodes, dict):
         return "'nodes' is not a mapping"
     for name, n in nodes.items():
+        ios = [*n.get("inputs", []), *n.get("outputs", [])] if isinstance(n, dict) else [0]
         if not (
             isinstance(n, dict)
             and isinstance(n.get("op"), str)
-            and all(isinstance(v, (str, type(None))) for v in [*n.get("inputs", [0]), *n.get("outputs", [0])])
+            and all(isinstance(v, (str, type(None))) for v in ios)
         ):
             return f"node {name!r} is malformed"
-    tensors = meta.get("tensors")
+    tensors = meta["tensors"]
     if not isinstance(tensors, dict):
         return "'tensors' is not a mapping"
     for name, t in tensors.items():
@@ -92,7 +104,7 @@ def _check_meta(meta: Any, n_arrays: int) -> str | None:
             isinstance(t, dict)
             and isinstance(t.get("name"), str)
             and isinstance(t.get("tensor"), str)
-            and all(isinstance(t.get(k), (str, type(None))) for k in ("node", "op", "module"))
+            and all(isinstance(t.get(k), (str, type(None))) for k in ("node", "op", "module", "source"))
             and isinstance(t.get("scopes"), list)
             and all(isinstance(sc, list) and len(sc) == 3 and _is_str_list(sc) for sc in t["scopes"])
             and isinstance(t.get("conditions"), list)
@@ -106,10 +118,15 @@ def _check_meta(meta: Any, n_arrays: int) -> str | None:
 def load_capture(
     path: str | os.PathLike[str], model: Model | str | os.PathLike[str] | None = None
 ) -> Capture:
-    """Read a capture written by :meth:`Capture.save`; pass ``model`` to read weights and use ``.neuron``.
+    """Read a capture written by :meth:`Capture.save`; pass ``model`` to read weights, folded tensors and use
+    ``.neuron``.
 
-    Raises :class:`ModelLoadError` for a file that is missing, not a regular file, not an ``.npz``, or whose
-    metadata is broken; nothing in it is ever unpickled.
+    Only a regular file is opened (a FIFO or device is refused first); every array header is checked against the
+    memory budget and the metadata's types before anything is read; nothing is ever unpickled.
+
+    Raises:
+        ModelLoadError: not a readable onnxscope capture (missing, not a regular file, not an ``.npz``, damaged,
+            or with broken metadata).
 
     Example:
         >>> import numpy as np, onnxscope, tempfile, os
@@ -120,46 +137,57 @@ def load_capture(
         (True, 'Gemm')
     """
     p = os.fspath(path)
-    label = f"capture file {p!r}"
-    with open_regular(p, label, ModelLoadError) as f:
+    if not os.path.lexists(p):
+        raise ModelLoadError(f"{p}: no such capture file")
+    with open_regular(p, f"capture file {p!r}", ModelLoadError) as f:
         if f.read(4) != b"PK\x03\x04":
             raise ModelLoadError(f"{p}: not an onnxscope capture (not an .npz file)")
         f.seek(0)
         try:
             with np.load(f, allow_pickle=False) as z:
-                if not isinstance(z, np.lib.npyio.NpzFile) or _META_KEY not in z.files:
-                    raise ModelLoadError(f"{p}: not an onnxscope capture (no {_META_KEY} entry)")
-                check_npz(z, label, ModelLoadError)
-                raw = z[_META_KEY]
+                if META_KEY not in z.files:
+                    raise ModelLoadError(f"{p}: not an onnxscope capture (no {META_KEY} entry)")
+                check_npz(z, f"capture file {p!r}", ModelLoadError)
+                raw = z[META_KEY]
                 if raw.dtype != np.uint8 or raw.ndim != 1:
                     raise ModelLoadError(
                         f"{p}: not a readable onnxscope capture (metadata of type {raw.dtype})"
                     )
                 meta = json.loads(bytes(raw).decode())
-                stored = [k for k in z.files if k != _META_KEY]
-                problem = _check_meta(meta, len(stored))
+                names = [k for k in z.files if k != META_KEY]
+                problem = _check_meta(meta, names)
                 if problem:
                     raise ModelLoadError(
                         f"{p}: not a readable onnxscope capture (broken metadata: {problem})"
                     )
-                arrays = {k: z[f"t{i}"] for i, k in enumerate(meta["keys"])}
+                if meta.get("format", 1) == 1:  # arrays under t0, t1… in the order of "keys"
+                    arrays = {k: z[f"t{i}"] for i, k in enumerate(meta["keys"])}
+                    folded = list(meta.get("constants", []))
+                else:
+                    arrays = {k: z[k] for k in names}
+                    folded = [k for k, m in meta["tensors"].items() if m.get("source") == "folded"]
+                tensors = {k: TensorMeta.from_dict(v) for k, v in meta["tensors"].items()}
+                inputs = tuple(meta["inputs"])
         except OnnxscopeError:
             raise
-        except (
-            Exception
-        ) as e:  # zipfile/zlib/numpy on a damaged file: BadZipFile, NotImplementedError, EOFError…
+        except Exception as e:  # zipfile, zlib, numpy, json on a damaged file: BadZipFile, EOFError…
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelLoadError(f"{p}: not a readable onnxscope capture ({reason})") from e
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
-    return Capture(
-        arrays,
-        {k: TensorMeta.from_dict(v) for k, v in meta["tensors"].items()},
-        meta["inputs"],
-        meta["outputs"],
-        meta.get("nodes", {}),
-        meta.get("skipped", {}),
-        model,
-        meta.get("model"),
-        meta.get("constants", []),
+    provenance = Provenance(
+        meta={**{k: TensorMeta(k, k, None, None, source="input") for k in inputs}, **tensors},
+        inputs=inputs,
+        outputs=tuple(meta["outputs"]),
+        nodes=meta.get("nodes", {}),
+        skipped=meta.get("skipped", {}),
+        model_path=meta.get("model"),
+        optimization=meta.get("optimization"),
     )
+    storage = Storage(
+        arrays=arrays,
+        lazy=dict.fromkeys(folded, "folded"),
+        order=tuple(provenance.meta),
+        model=model,
+    )
+    return Capture(storage=storage, provenance=provenance, model=model)

@@ -1,4 +1,10 @@
-"""The result of a run: :class:`Capture`, a read-only mapping from tensor name to array, and its views.
+"""The result of a run: :class:`Capture`, a read-only mapping from tensor name to array.
+
+A capture is three things kept apart: its **storage** (:class:`Storage`: the arrays onnxruntime handed over, plus
+the tensors computed on first read — recomputed from captured ones, or folded from the weights), its
+**provenance** (:class:`Provenance`: where every tensor comes from and how it was obtained, what was not captured
+and why), and **views** joining it with the model (``node``, ``neuron``, ``attention``; see
+:mod:`onnxscope.views`). Saving lives in :mod:`onnxscope.persist`, table rows in the CLI.
 
 Example:
     >>> import numpy as np, onnxscope
@@ -10,238 +16,283 @@ Example:
     >>> bool((cap["a"] == np.maximum(cap["h"], 0)).all())
     True
 
-Shapes: each array is what onnxruntime returned for that tensor, with one extra leading axis per enclosing
-Loop/Scan (the iteration). ``capture.neuron(layer, i)`` slices the neuron's axis out of the layer's output.
+Shapes: each array is what onnxruntime computes for that tensor, with one extra leading axis per enclosing
+Loop/Scan (the iteration). Arrays are read-only.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from onnxscope.errors import NotFoundError, UnsupportedError, closest
 from onnxscope.expose import TensorMeta
-from onnxscope.model import Model
-from onnxscope.neurons import _ELEMENTWISE, neuron
-from onnxscope.weights import const_array, dequantize_linear
 
-__all__ = ["Capture", "NeuronValues", "NodeValues"]
+if TYPE_CHECKING:
+    from onnxscope.model import Model
+    from onnxscope.views import NeuronValues, NodeValues
 
-
-@dataclass(frozen=True)
-class NodeValues:
-    """A node's inputs and outputs by tensor name; ``None`` where a tensor was not captured."""
-
-    node: str
-    op: str
-    inputs: dict[str, np.ndarray | None]
-    outputs: dict[str, np.ndarray | None]
+__all__ = ["Capture", "Provenance", "Recomputer", "Storage"]
 
 
-@dataclass(frozen=True)
-class NeuronValues:
-    """One neuron's values over a run: ``pre`` (the layer's output after its bias) and ``post`` (after the
-    activation chain that follows it, or ``pre`` again when there is none), the neuron's axis removed."""
+class Recomputer(Protocol):
+    """What a :class:`Storage` asks to rebuild a tensor onnxruntime's optimizations removed."""
 
-    layer: str
-    index: int
-    pre_tensor: str
-    pre: np.ndarray
-    post_tensor: str
-    post: np.ndarray
+    def compute(self, name: str, get: Any) -> dict[str, np.ndarray]:
+        """The arrays of the recomputation that yields ``name``; ``get(n)`` reads a captured tensor."""
 
 
-class Capture(Mapping[str, np.ndarray]):
-    """Captured tensors of one run: a read-only mapping from tensor name to array, with helpers.
+class Storage(Mapping[str, np.ndarray]):
+    """Arrays by tensor name: those onnxruntime handed over (``arrays``, possibly views into a buffer the run
+    wrote), and those computed on first read and then kept — ``recomputed`` by ``recomputer``, ``folded`` from
+    ``model``'s weights. ``hidden`` names are kept only to feed recomputation and are not listed.
 
-    Keys are ONNX tensor names for the top-level graph and ``node/attr/tensor`` paths inside If/Loop/Scan
-    bodies; the model's inputs are included. Weights are not copied in: :meth:`node` reads them from the model.
+    ``lazy`` maps each tensor computed on first read to ``"recomputed"`` or ``"folded"``; ``order`` (optional) is
+    the order of iteration.
+
+    Example:
+        >>> s = Storage(arrays={"x": np.ones(2)})
+        >>> list(s), s["x"].flags.writeable
+        (['x'], False)
     """
 
     def __init__(
         self,
-        arrays: dict[str, np.ndarray],
-        meta: dict[str, TensorMeta],
-        inputs: list[str],
-        outputs: list[str],
-        nodes: dict[str, dict[str, Any]],
-        skipped: dict[str, str],
+        *,
+        arrays: Mapping[str, np.ndarray],
+        lazy: Mapping[str, str] | None = None,
+        hidden: frozenset[str] = frozenset(),
+        order: Sequence[str] | None = None,
+        recomputer: Recomputer | None = None,
         model: Model | None = None,
-        model_path: str | None = None,
-        constants: list[str] | None = None,
-        derived: dict[str, tuple[str, Any, Any, int | None]] | None = None,
+        conditions: Mapping[str, tuple[tuple[str, bool], ...]] | None = None,
     ) -> None:
         self._arrays = arrays
-        # QDQ: tensor → (captured int8 tensor, scale, zero point, axis), dequantized when read
-        self._derived = {k: v for k, v in (derived or {}).items() if v[0] in arrays and k not in arrays}
-        self._constants = [c for c in constants or [] if c not in arrays]
-        self._meta = meta
-        self._inputs = inputs
-        self._outputs = outputs
-        self._nodes = nodes
-        self.skipped = dict(skipped)
+        self._conditions = conditions or {}  # lazy tensors of If branches: listed only when their branch ran
+        self._ran: dict[tuple[tuple[str, bool], ...], bool] = {}
+        self._hidden = hidden
+        self._lazy = lazy or {}
+        self._order = order
+        self._done: dict[str, np.ndarray] = {}
+        self._recomputer = recomputer
         self._model = model
-        self.model_path = model_path
 
-    @property
-    def derived(self) -> dict[str, str]:
-        """Tensors not copied out of onnxruntime but dequantized here from a captured int8 tensor (QDQ models),
-        each with the tensor it comes from."""
-        return {k: v[0] for k, v in self._derived.items()}
+    def __getitem__(self, name: str) -> np.ndarray:
+        a = self._arrays.get(name)
+        if a is None:
+            a = self._done.get(name)
+        if a is None:
+            how = self._lazy.get(name)
+            if how is None:
+                raise KeyError(name)
+            a = self._compute(name, how)
+        if a.flags.writeable:
+            a = a.view()
+            a.flags.writeable = False
+        return a
+
+    def _compute(self, name: str, how: str) -> np.ndarray:
+        if how == "folded":
+            if self._model is None:
+                raise NotFoundError(
+                    f"tensor {name!r} is computed from the model's weights alone; load the capture with its model "
+                    "(load_capture(path, model=...)) to read it"
+                )
+            from onnxscope.recompute import fold
+
+            found = fold(self._model.value(name))
+            if found is None:  # pragma: no cover - expose() folds only what const_array folds
+                raise NotFoundError(f"tensor {name!r} cannot be folded from the weights")
+            self._done[name] = found
+            return found
+        if self._recomputer is None:
+            raise NotFoundError(
+                f"tensor {name!r} was removed by onnxruntime's optimizations and this capture cannot recompute it "
+                "(no session); read it before saving, or capture with optimization='disable'"
+            )
+        self._done.update(self._recomputer.compute(name, self.__getitem__))
+        return self._done[name]
+
+    def materialize(self) -> None:
+        """Compute every lazy tensor now (e.g. before saving)."""
+        for name in self._lazy:
+            if name not in self._done:
+                self[name]
+
+    def captured(self, name: str) -> bool:
+        """Whether ``name`` was handed over by the run (or computed already), i.e. reading it costs nothing."""
+        return name in self._arrays or name in self._done
+
+    def __iter__(self) -> Iterator[str]:
+        if self._order is not None:
+            yield from (k for k in self._order if k in self)
+            return
+        yield from (k for k in self._arrays if k not in self._hidden)
+        yield from (k for k in self._lazy if k not in self._arrays)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._arrays:
+            return name not in self._hidden
+        return name in self._lazy and self.ran(name)  # type: ignore[arg-type]
+
+    def ran(self, name: str) -> bool:
+        """Whether the If branches around ``name`` ran (``True`` outside If branches)."""
+        conds = self._conditions.get(name)
+        if not conds:
+            return True
+        done = self._ran.get(conds)
+        if done is None:
+            done = True
+            for cond, branch in conds:  # outermost first
+                try:
+                    value = np.asarray(self[cond])
+                except (NotFoundError, KeyError):
+                    done = False
+                    break
+                if value.size == 0 or bool(value.reshape(-1)[0]) != branch:
+                    done = False
+                    break
+            self._ran[conds] = done
+        return done
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where each tensor of a capture comes from (:class:`~onnxscope.expose.TensorMeta`, whose ``source`` says
+    how it was obtained), the model's inputs and outputs, every node's inputs and outputs by tensor name, and the
+    tensors that could not be captured with the reason."""
+
+    meta: Mapping[str, TensorMeta]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    nodes: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    model_path: str | None = None
+    optimization: str | None = None
+
+
+class Capture(Mapping[str, np.ndarray]):
+    """Captured tensors of one run: a read-only mapping from tensor name to array.
+
+    Keys are ONNX tensor names for the main graph and ``node/attr/tensor`` paths inside If/Loop/Scan bodies; the
+    model's inputs are included. ``info(name).source`` says how a tensor was obtained: ``captured`` from the run at
+    the deployed optimization level, ``recomputed`` on first read from captured tensors by the original nodes
+    (onnxruntime's fusions removed it), ``folded`` from the weights, or ``input``. Weights are not copied in.
+    """
+
+    def __init__(self, *, storage: Storage, provenance: Provenance, model: Model | None = None) -> None:
+        self.storage = storage
+        self.provenance = provenance
+        self.model = model
 
     # -- mapping ---------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> np.ndarray:
         try:
-            return self._arrays[name]
+            return self.storage[name]
+        except NotFoundError:
+            raise
         except KeyError:
-            if name in self._derived:
-                src, scale, zero_point, axis = self._derived[name]
-                return dequantize_linear(self._arrays[src], scale, zero_point, axis)
-            if name in self._constants:
-                return self._constant(name)
-            if name in self.skipped:
-                raise NotFoundError(f"tensor {name!r} was not captured: {self.skipped[name]}") from None
-            raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self._arrays)}") from None
+            if name in self.provenance.skipped:
+                raise NotFoundError(
+                    f"tensor {name!r} was not captured: {self.provenance.skipped[name]}"
+                ) from None
+            raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self.storage)}") from None
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._arrays
-        yield from self._derived
-        yield from self._constants
+        return iter(self.storage)
 
     def __len__(self) -> int:
-        return len(self._arrays) + len(self._derived) + len(self._constants)
+        return len(self.storage)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._arrays or name in self._derived or name in self._constants
-
-    def _constant(self, name: str) -> np.ndarray:
-        """A tensor computed from weights alone, folded from the model's (memory-mapped) weights."""
-        if self._model is None:
-            raise NotFoundError(
-                f"tensor {name!r} is computed from the model's weights alone; load_capture(path, model=...) "
-                "to read it"
-            )
-        found = const_array(self._model.value(name))
-        if found is None:  # pragma: no cover - expose() keeps only foldable tensors here
-            raise NotFoundError(f"tensor {name!r} cannot be folded from the weights")
-        return np.asarray(found[0])
+        return name in self.storage
 
     def __repr__(self) -> str:
-        return f"<onnxscope.Capture: {len(self)} tensors, outputs {self._outputs}>"
+        return f"<onnxscope.Capture: {len(self)} tensors, outputs {list(self.provenance.outputs)}>"
 
-    # -- helpers ---------------------------------------------------------------------------------------
+    # -- provenance ------------------------------------------------------------------------------------
     @property
     def outputs(self) -> dict[str, np.ndarray]:
         """The model's real outputs, in order."""
-        return {k: self._arrays[k] for k in self._outputs}
+        return {k: self[k] for k in self.provenance.outputs if k in self.storage}
 
     @property
     def inputs(self) -> dict[str, np.ndarray]:
         """The inputs the run was fed."""
-        return {k: self._arrays[k] for k in self._inputs}
+        return {k: self[k] for k in self.provenance.inputs}
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Tensors that could not be had, each with the reason."""
+        return dict(self.provenance.skipped)
+
+    @property
+    def model_path(self) -> str | None:
+        """The file of the model that was run, if it came from one."""
+        return self.provenance.model_path
 
     def info(self, name: str) -> TensorMeta:
-        """Where tensor ``name`` comes from: producing node and op, module path, enclosing bodies."""
-        if name in self._meta:
-            return self._meta[name]
-        if name in self._inputs:
-            return TensorMeta(name, name, None, None)
-        raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self._meta)}")
+        """Where tensor ``name`` comes from (node, op, module path, enclosing bodies) and how it was obtained
+        (``source``: captured, recomputed, folded or input)."""
+        meta = self.provenance.meta.get(name)
+        if meta is None:
+            raise NotFoundError(f"no captured tensor {name!r}; {closest(name, self.provenance.meta)}")
+        return meta
 
     def executed(self, name: str) -> bool | np.ndarray:
         """Whether ``name`` was computed: ``True`` outside If branches; inside them, from the captured
         conditions (an array over iterations when the If sits in a Loop/Scan)."""
+        meta = self.info(name)
         result: bool | np.ndarray = True
-        for cond, branch in self.info(name).conditions:
-            if cond not in self._arrays:
-                raise NotFoundError(f"the condition {cond!r} of {name!r} was not captured; capture it too")
-            value = np.asarray(self._arrays[cond]).astype(bool)
+        for cond, branch in meta.conditions:  # outermost first
+            try:
+                value = np.asarray(self.storage[cond]).astype(bool)
+            except KeyError:  # NotFoundError too: the condition sits in a branch that did not run
+                if cond in self.provenance.meta:
+                    return False
+                raise NotFoundError(
+                    f"the condition {cond!r} of {name!r} was not captured; capture it too"
+                ) from None
+            if value.size == 0:  # a placeholder: the condition sits in a branch that did not run
+                return False
             k = self.info(cond).iteration_axes  # the condition is a one-element tensor per iteration
             value = value.reshape(value.shape[:k]) if k else value.reshape(-1)[0]
             result = np.logical_and(result, value == branch)
+            if not np.any(result):
+                return False
         return result if isinstance(result, np.ndarray) and result.ndim else bool(result)
 
-    def _value(self, name: str | None) -> np.ndarray | None:
-        if name is None:
-            return None
-        if name in self._arrays or name in self._derived:
-            return self[name]
-        if name in self._constants and self._model is not None:
-            return self._constant(name)
-        if self._model is not None and name in self._model.weights:
-            return self._model.weights[name].numpy()
-        return None
+    # -- views (joins with the model; see onnxscope.views) ---------------------------------------------
+    def _need_model(self) -> Model:
+        if self.model is None:
+            raise UnsupportedError("this capture has no model attached; use load_capture(path, model=...)")
+        return self.model
 
     def node(self, name: str) -> NodeValues:
         """A node's input and output arrays (initializers read lazily from the model, not copied)."""
-        if name not in self._nodes:
-            raise NotFoundError(f"no node {name!r}; {closest(name, self._nodes)}")
-        n = self._nodes[name]
-        return NodeValues(
-            name,
-            n["op"],
-            {k: self._value(k) for k in n["inputs"] if k},
-            {k: self._value(k) for k in n["outputs"] if k},
-        )
+        from onnxscope.views import node_values
+
+        return node_values(self, name)
 
     def neuron(self, layer: str, index: int) -> NeuronValues:
         """Pre- and post-activation values of unit ``index`` of ``layer`` (any name the neuron view takes)."""
-        if self._model is None:
-            raise UnsupportedError("this capture has no model attached; use load_capture(path, model=...)")
-        n = neuron(self._model, layer, index)
-        pre_name = n.output
-        post_name = pre_name
-        value = self._model.value(pre_name)
-        while True:  # follow a single chain of element-wise ops (the activation, BatchNorm, Q/DQ…)
-            uses = list(value.uses())
-            if len(uses) != 1 or value.is_graph_output():
-                break
-            user, i = uses[0]
-            if (
-                user.op_type not in _ELEMENTWISE
-                or user.op_type in ("Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Where", "Pow")
-                or int(i) != 0
-            ):
-                break
-            value = user.outputs[0]
-            post_name = value.name or post_name
-        pre, post = self[pre_name], self[post_name]
-        return NeuronValues(
-            n.layer,
-            index,
-            pre_name,
-            np.take(pre, index, axis=n.axis),
-            post_name,
-            np.take(post, index, axis=n.axis),
-        )
+        from onnxscope.views import neuron_values
+
+        return neuron_values(self, self._need_model(), layer, index)
 
     def attention(self, block: Any) -> np.ndarray:
         """Attention probabilities of ``block`` (an :class:`~onnxscope.patterns.AttentionBlock` or its name) as
         ``[batch, heads, query, key]`` (with leading iteration axes if the block sits in a loop)."""
-        from onnxscope.patterns import find_attention
+        from onnxscope.views import attention_map
 
-        if isinstance(block, str):
-            if self._model is None:
-                raise UnsupportedError(
-                    "this capture has no model attached; use load_capture(path, model=...)"
-                )
-            blocks = {b.name: b for b in find_attention(self._model)}
-            if block not in blocks:
-                raise NotFoundError(f"no attention block {block!r}; {closest(block, blocks)}")
-            block = blocks[block]
-        if block.probabilities is None:
-            raise UnsupportedError(
-                f"attention block {block.name!r} ({block.op}) does not expose its probabilities; maps come from "
-                "decomposed softmax attention and from ONNX Attention (opset 23)"
-            )
-        a = self[block.probabilities]
-        if a.ndim == 3 and block.heads:  # [batch*heads, query, key]
-            a = a.reshape(-1, block.heads, *a.shape[1:])
-        return a
+        return attention_map(self, block)
 
     def stats(self, name: str) -> Any:
         """:class:`~onnxscope.stats.RunningStats` of one tensor of this run (per unit too), mergeable with others."""
@@ -250,37 +301,9 @@ class Capture(Mapping[str, np.ndarray]):
         a = np.asarray(self[name])
         return RunningStats.of(a, unit_axis_for(a.shape), self.info(name).op)
 
-    def stats_table(self) -> list[dict[str, Any]]:
-        """One row per tensor: name, op, shape, dtype, min/mean/max, NaN/Inf counts (as the CLI prints)."""
-        rows = []
-        for name in self:
-            a = self[name]
-            meta = self._meta.get(name)
-            row: dict[str, Any] = {
-                "tensor": name,
-                "op": meta.op if meta else "input",
-                "shape": list(a.shape),
-                "dtype": str(a.dtype),
-            }
-            if a.dtype.kind in "biuf" and a.size:
-                f = a.astype(np.float64, copy=False)
-                finite = np.isfinite(f)
-                ok = f[finite]
-                row.update(
-                    min=float(ok.min()) if ok.size else None,
-                    mean=float(ok.mean()) if ok.size else None,
-                    max=float(ok.max()) if ok.size else None,
-                    nan=int(np.isnan(f).sum()),
-                    inf=int(np.isinf(f).sum()),
-                )
-            else:
-                row.update(min=None, mean=None, max=None, nan=0, inf=0)
-            rows.append(row)
-        return rows
-
-    # -- persistence -------------------------------------------------------------------------------------
+    # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> str:
-        """Write every array and the metadata to one ``.npz`` (see :func:`onnxscope.persist.save_capture`)."""
+        """Write the capture to one ``.npz`` keyed by tensor name (see :func:`onnxscope.persist.save_capture`)."""
         from onnxscope.persist import save_capture
 
         return save_capture(self, path)

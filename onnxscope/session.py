@@ -1,95 +1,211 @@
-"""Run-time capture: every chosen tensor of one onnxruntime run, as one read-only :class:`Capture`.
+"""Run-time capture at the deployed speed: :class:`CaptureSession` and :func:`capture`.
+
+The model runs at onnxruntime's full optimization level (``"all"``, what a deployed session uses; any level can be
+named). What survives onnxruntime's optimizations is captured from that run; the tensors its fusions removed are
+recomputed on first read by the original nodes, from the captured tensors that feed them; tensors computed from
+the weights alone are folded from the weights on read (see :mod:`onnxscope.expose`).
+
+Outputs are bound to preallocated buffers (onnxruntime's IO binding) once a first run has shown their shapes, so
+onnxruntime writes them in place and nothing is copied: a capture's arrays are views into the buffer of its run,
+and a buffer is reused only when no capture or array of an earlier run still refers to it (the session keeps a
+small pool and rotates through it).
 
 Example:
     >>> import numpy as np, onnxscope
     >>> from onnxscope.testing import mlp_model
-    >>> m = onnxscope.Model(mlp_model(in_features=3, hidden=4, out_features=2))
-    >>> cap = onnxscope.capture(m, {"x": np.ones((1, 3), np.float32)})
-    >>> sorted(cap), cap["h"].shape, list(cap.outputs)
-    (['a', 'h', 'x', 'y'], (1, 4), ['y'])
-    >>> bool((cap["a"] == np.maximum(cap["h"], 0)).all())
-    True
-
-Shapes: each array is what onnxruntime returned for that tensor, with one extra leading axis per enclosing
-Loop/Scan (the iteration). ``capture.neuron(layer, i)`` slices the neuron's axis out of the layer's output.
+    >>> with onnxscope.CaptureSession(onnxscope.Model(mlp_model())) as s:
+    ...     cap = s.run({"x": np.ones((1, 3), np.float32)})
+    ...     sorted(cap), cap.info("a").source, cap.info("h").source  # Gemm+Relu fused: h is recomputed
+    (['a', 'h', 'x', 'y'], 'captured', 'recomputed')
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from onnxscope.errors import CaptureError, InputError, MissingDependencyError
-from onnxscope.expose import Plan, Selection, expose, is_qdq
-from onnxscope.inputs import prepare_inputs
+from onnxscope.errors import CaptureError, NotFoundError
+from onnxscope.expose import Plan, Selection, TensorMeta, expose
+from onnxscope.inputs import prepare_inputs, resolve_dims
 from onnxscope.model import Model, load
-from onnxscope.result import Capture
+from onnxscope.result import Capture, Provenance, Storage
+from onnxscope.runtime import (
+    first_line,
+    make_session,
+    serialize,
+    session_options,
+    survivors,
+)
 
-__all__ = ["CaptureSession", "capture", "make_session", "session_options"]
+__all__ = ["CaptureSession", "capture"]
 
-_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise MissingDependencyError("capture needs onnxruntime: pip install 'onnxscope[runtime]'") from e
-    return onnxruntime
+_BIND_MIN_OUTPUTS = 1  # bound runs hand arrays over without a Python object per output
+_POOL = 2  # free output buffers kept per input signature
 
 
-def session_options(optimization: str = "basic", threads: int | None = None) -> Any:
-    """onnxruntime ``SessionOptions`` at the given optimization level (disable/basic/extended/all)."""
-    ort = _ort()
-    if optimization not in _LEVELS:
-        raise InputError(f"optimization {optimization!r}: choose one of {', '.join(_LEVELS)}")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimization])
-    if threads is not None:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return so
+def label_of(model: Model) -> str:
+    """How errors name a model: its path, or ``the model``."""
+    return repr(model.path) if model.path else "the model"
 
 
-def make_session(model_bytes: bytes, folder: str | None, so: Any, providers: list[str] | None) -> Any:
-    """An onnxruntime session over serialized model bytes whose external data lives in ``folder``."""
-    ort = _ort()
-    available = ort.get_available_providers()
-    providers = providers or ["CPUExecutionProvider"]
-    for p in providers:
-        if p not in available:
-            raise InputError(f"requested provider {p!r} is not available; available: {', '.join(available)}")
-    if folder:
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-    try:
-        return ort.InferenceSession(model_bytes, so, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for load failures
-        raise CaptureError(f"onnxruntime cannot load the model: {_first_line(e)}") from e
+def _signature(feeds: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Names, shapes and dtypes of the inputs (in the caller's order): a run with the signature of the last
+    validated one needs no validation, and its outputs fit the buffers bound for it."""
+    return tuple(
+        (k, v.shape, v.dtype) if isinstance(v, np.ndarray) else (k, None, type(v)) for k, v in feeds.items()
+    )
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+class _RuntimeFailure(Exception):
+    """What onnxruntime raised during a run (kept apart from errors of onnxscope's own code)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-def _serialize(plan: Plan) -> bytes:
-    return _serialize_model(plan.model)
+class _Layout:
+    """Where each output lives in the per-dtype buffers of one input signature."""
+
+    def __init__(self, names: list[str], cnames: list[str], results: list[Any]) -> None:
+        sizes: dict[np.dtype, int] = {}
+        self.slots: list[tuple[np.dtype, int, int, tuple[int, ...]]] = []
+        for r in results:
+            dt = np.dtype(r.dtype.str)
+            start = sizes.get(dt, 0)
+            self.slots.append((dt, start, start + r.size, r.shape))
+            sizes[dt] = start + r.size
+        self.sizes = sizes
+        self.names = names
+        self.index = {c: i for i, c in enumerate(cnames)}
+
+
+class _Buffers:
+    """One set of preallocated output buffers with the IO binding that writes into them."""
+
+    def __init__(self, sess: Any, layout: _Layout) -> None:
+        self.arenas = tuple(np.empty(max(n, 1), dt) for dt, n in layout.sizes.items())
+        where = {dt: i for i, dt in enumerate(layout.sizes)}
+        self.slots = [(where[dt], start, end, shape) for dt, start, end, shape in layout.slots]
+        self.binding = sess.io_binding()
+        for name, (dt, start, end, shape) in zip(layout.names, layout.slots, strict=True):
+            ptr = self.arenas[where[dt]][start:end].ctypes.data
+            self.binding.bind_output(name, "cpu", 0, dt, list(shape), ptr)
+        self._free = _refs(self.arenas)  # nothing but this object refers to them now
+
+    def busy(self) -> bool:
+        """Whether a capture, or an array taken from one, still refers to these buffers."""
+        return _refs(self.arenas) != self._free
+
+
+def _refs(arrays: tuple[np.ndarray, ...]) -> list[int]:
+    """Reference counts of ``arrays`` (a view of an array refers to it, so a count above the free one means some
+    capture or some array taken from one still uses the buffer)."""
+    return [sys.getrefcount(a) for a in arrays]
+
+
+class _Views(Mapping[str, np.ndarray]):
+    """Capture name → a view into the run's buffers, made on first access (nothing is copied)."""
+
+    def __init__(self, layout: _Layout, buffers: _Buffers, fed: dict[str, np.ndarray]) -> None:
+        self._index = layout.index
+        self._slots = buffers.slots
+        self._arenas = list(buffers.arenas)  # own references: the buffers stay busy while this capture lives
+        self._fed = fed  # inputs, and outputs written into the caller's own arrays (``out``)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._fed:
+            return self._fed[name]
+        i, start, end, shape = self._slots[self._index[name]]
+        return self._arenas[i][start:end].reshape(shape)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self._fed:
+            return self._fed[name]
+        i = self._index.get(name)
+        if i is None:
+            return default
+        a, start, end, shape = self._slots[i]
+        return self._arenas[a][start:end].reshape(shape)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index or name in self._fed
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._fed
+        yield from self._index
+
+    def __len__(self) -> int:
+        return len(self._index) + len(self._fed)
+
+
+class _Recomputer:
+    """Runs the sub-models of a plan's recomputation, each in an onnxruntime session made on first use."""
+
+    def __init__(self, session: CaptureSession) -> None:
+        self.model = session.model
+        self.plan = session.plan.recompute
+        self.folder = session._folder
+        self.options = (session.optimization, session.threads, session.providers)
+        self.sessions: dict[int, Any] = {}
+
+    def compute(self, name: str, get: Any) -> dict[str, np.ndarray]:
+        assert self.plan is not None
+        i = self.plan.part_of[name]
+        part = self.plan.parts[i]
+        for cond, branch in part.conditions:  # outermost first: a branch that did not run computed nothing
+            try:
+                value = np.asarray(get(cond))
+            except NotFoundError:
+                value = np.zeros(0)
+            if value.size == 0 or bool(value.reshape(-1)[0]) != branch:
+                raise NotFoundError(
+                    f"tensor {name!r} was not computed in this run: its If branch did not run"
+                )
+        feeds = {f: np.ascontiguousarray(get(f)) for f in part.feeds}
+        sess = self.sessions.get(
+            i
+        )  # made on first use: a capture whose recomputed tensors are never read pays nothing
+        if sess is None:
+            optimization, threads, providers = self.options
+            so = session_options(optimization, threads)
+            sub = part.model(self.model, {k: v.dtype for k, v in feeds.items()})
+            sess = make_session(serialize(sub), self.folder, so, providers)
+            self.sessions[i] = sess
+        try:
+            results = sess.run(part.outputs, feeds)
+        except Exception as e:  # only onnxruntime runs in this block
+            raise CaptureError(
+                f"onnxruntime failed to recompute {name!r} from the captured tensors: {first_line(e)}"
+            ) from e
+        out = {k: r for k, r in zip(part.outputs, results, strict=True) if isinstance(r, np.ndarray)}
+        if name not in out:
+            from onnxscope.errors import UnsupportedError
+
+            raise UnsupportedError(
+                f"tensor {name!r} is a sequence or optional, not a tensor; captures hold tensors"
+            )
+        return out
 
 
 class CaptureSession:
-    """A rewritten model and its onnxruntime session, built once and run on many inputs.
+    """A planned capture of one model and its onnxruntime session, built once and run on many inputs.
 
-    ``capture(model, inputs)`` is ``CaptureSession(model).run(inputs)``; keep a session to capture several
-    inputs without planning and loading again.
+    ``capture(model, inputs)`` is ``CaptureSession(model).run(inputs)``; keep a session (``with
+    CaptureSession(m) as s: …``) to capture several inputs without planning and loading again. ``close()``
+    releases onnxruntime's sessions and the output buffers; captures already returned stay readable.
+
+    Parameters:
+        model: a :class:`Model` or a path.
+        select, exclude: what to capture (see :func:`capture`).
+        providers: onnxruntime execution providers (default CPU).
+        optimization: onnxruntime's graph optimization level: ``"all"`` (the default, what a deployed session
+            runs), ``"extended"``, ``"basic"`` or ``"disable"`` (every tensor computed by its own node).
+        threads: ``intra_op_num_threads`` (``None``: onnxruntime's default).
 
     Example:
         >>> import numpy as np, onnxscope
@@ -97,6 +213,7 @@ class CaptureSession:
         >>> s = CaptureSession(onnxscope.Model(mlp_model()), select="op:Relu")
         >>> [sorted(s.run({"x": np.full((1, 3), v, np.float32)})) for v in (0.0, 1.0)]
         [['a', 'x', 'y'], ['a', 'x', 'y']]
+        >>> s.close()
     """
 
     def __init__(
@@ -106,57 +223,70 @@ class CaptureSession:
         exclude: Selection = None,
         providers: list[str] | None = None,
         *,
-        optimization: str | None = None,
+        optimization: str = "all",
         threads: int | None = None,
-        qdq: bool | None = None,
     ) -> None:
         self.model = model if isinstance(model, Model) else load(model)
+        self.providers, self.optimization, self.threads = providers, optimization, threads
         self._select, self._exclude = select, exclude
-        # QDQ models keep onnxruntime's fused int8 kernels (which need the extended optimizations)
-        self.qdq = is_qdq(self.model.ir) if qdq is None else qdq
-        optimization = optimization or ("all" if self.qdq else "basic")
-        self._providers, self._optimization, self._threads = providers, optimization, threads
         self._folder = os.path.dirname(os.path.abspath(self.model.path)) if self.model.path else None
         self._levels = ["all", "static", "none"]  # how much of the subgraph bodies is carried out
         self._failures: list[str] = []
-        self._plain: Any = None
+        self._sess: Any = None
         self._open()
 
+    # -- lifetime --------------------------------------------------------------------------------------
+    def __enter__(self) -> CaptureSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release onnxruntime's sessions and the output buffers (captures already returned stay readable)."""
+        self._sess = None
+        self._pool: dict[tuple[Any, ...], tuple[_Layout, list[_Buffers]]] = {}
+        self._recomputer = None
+
+    def _survivors(self) -> set[str] | None:
+        cache = self.model.__dict__.setdefault("_survivors", {})  # analysis kept beside the model
+        key = (self.optimization, tuple(self.providers or ()))
+        if key not in cache:
+            cache[key] = survivors(
+                self.model.ir, self._folder, self.optimization, self.providers, self.threads
+            )
+        return cache[key]  # type: ignore[no-any-return]
+
     def _open(self) -> None:
+        session_options(self.optimization)  # refuse an unknown level before any work
+        kept = self._survivors()
         while True:
-            self.plan = expose(self.model, self._select, self._exclude, nested=self._levels[0], qdq=self.qdq)
+            self.plan = expose(
+                self.model, self._select, self._exclude, survivors=kept, nested=self._levels[0]
+            )
             try:
-                self._sess = make_session(
-                    _serialize(self.plan), self._folder, self._options(), self._providers
+                so = session_options(self.optimization, self.threads)
+                data = self.plan.serialize(self.model)
+                self.plan.model = (
+                    None  # the rewritten clone is not needed once written: free it before loading
                 )
+                self._sess = make_session(data, self._folder, so, self.providers)
+                del data
                 break
             except CaptureError as e:
                 if not self._downgrade(e):
                     raise
+        plan = self.plan
         self._names = [o.name for o in self._sess.get_outputs()]
-        self._bound: _Binding | None = None  # outputs pre-bound into one buffer, for inputs of one signature
-        self._low_precision = _rounds_differently(self.model, self._sess)
+        self._cnames = [plan.outputs.get(n, n) for n in self._names]
+        self._pool = {}
         self._unbindable: set[tuple[Any, ...]] = set()
-
-    def _options(self) -> Any:
-        return session_options(self._optimization, self._threads)
-
-    def _run(self, feeds: dict[str, Any], copy: bool = True) -> list[Any]:
-        """One onnxruntime run. After a first run has shown every output's shape for this input signature, the
-        outputs are bound into one preallocated buffer (IO binding): onnxruntime writes them in place, and one
-        copy hands them over — on graphs of many small tensors, per-output costs dominate otherwise."""
-        key = _signature(feeds)
-        bound = self._bound
-        if bound is not None and bound.key == key:
-            try:
-                return bound.run(self._sess, feeds, copy)
-            except Exception:  # an output whose shape depends on the data: run unbound from now on
-                self._bound = None
-                self._unbindable.add(key)
-        results = self._sess.run(self._names, feeds)
-        if key not in self._unbindable and len(self._names) >= _BIND_MIN_OUTPUTS:
-            self._bound = _Binding.make(self._sess, self._names, results, key)
-        return results
+        self._recomputer: _Recomputer | None = _Recomputer(self) if plan.recompute else None
+        self._lazy = {k: m.source for k, m in plan.meta.items() if m.source in ("recomputed", "folded")}
+        self._conditions = {k: plan.meta[k].conditions for k in self._lazy if plan.meta[k].conditions}
+        self._hidden = frozenset(plan.hidden)
+        self._checked: tuple[Any, ...] | None = None  # the input signature validated last
+        self._provenance: dict[tuple[str, ...], Provenance] = {}
 
     def _downgrade(self, error: CaptureError) -> bool:
         """After onnxruntime refused the rewritten subgraphs, carry fewer of their tensors out."""
@@ -166,6 +296,89 @@ class CaptureSession:
         self._levels.pop(0)
         return True
 
+    # -- running ---------------------------------------------------------------------------------------
+    def _feeds(
+        self, inputs: Mapping[str, Any] | None, random: bool, seed: int, dims: Mapping[str, int] | None
+    ) -> dict[str, Any]:
+        if inputs is not None and not random and not dims and self._checked is not None:
+            if _signature(inputs) == self._checked:  # the same names, shapes and dtypes as last time
+                return inputs  # type: ignore[return-value]
+        feeds = prepare_inputs(self.model, inputs, random=random, seed=seed, dims=dims)
+        self._checked = _signature(feeds)
+        return feeds
+
+    def _run(
+        self, feeds: dict[str, Any], out: Mapping[str, np.ndarray] | None = None
+    ) -> Mapping[str, np.ndarray]:
+        """One onnxruntime run; raises :class:`_RuntimeFailure` for what onnxruntime itself raised."""
+        key = self._checked
+        fed = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
+        entry = self._pool.get(key) if key is not None else None
+        if entry is not None:
+            layout, free = entry
+            buffers = next((b for b in free if not b.busy()), None)
+            if buffers is None:
+                buffers = _Buffers(self._sess, layout)
+                free.append(buffers)
+            held = {n: v if v.flags.c_contiguous else np.ascontiguousarray(v) for n, v in fed.items()}
+            for name, value in held.items():
+                buffers.binding.bind_cpu_input(name, value)
+            placed = self._place(layout, buffers, out) if out else {}
+            try:
+                self._sess.run_with_iobinding(buffers.binding)
+            except Exception:  # an output whose shape depends on the data: run unbound from now on
+                del self._pool[key]
+                self._unbindable.add(key)
+            else:
+                if len(free) > _POOL:  # keep a few free buffers, not every one a caller ever held
+                    free[:] = [b for b in free if b.busy() or b is buffers][-_POOL - 1 :]
+                return _Views(layout, buffers, {**held, **placed})
+            finally:
+                self._unplace(layout, buffers, placed)
+        try:
+            results = self._sess.run(self._names, feeds)
+        except Exception as e:
+            raise _RuntimeFailure(e) from e
+        bindable = all(isinstance(r, np.ndarray) and r.dtype.kind in "biuf" for r in results)
+        if (
+            key is not None
+            and key not in self._unbindable
+            and len(self._names) >= _BIND_MIN_OUTPUTS
+            and bindable
+        ):
+            self._pool[key] = (_Layout(self._names, self._cnames, results), [])
+        arrays = {c: r for c, r in zip(self._cnames, results, strict=True) if isinstance(r, np.ndarray)}
+        arrays.update(fed)  # sequences and optionals onnxruntime returns are not tensors: listed as skipped
+        return arrays
+
+    @staticmethod
+    def _place(layout: _Layout, buffers: _Buffers, out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Bind outputs to the caller's arrays where they fit (C-contiguous, the dtype and shape of the run)."""
+        placed = {}
+        for cname, arr in out.items():
+            i = layout.index.get(cname)
+            if (
+                i is None
+                or not isinstance(arr, np.ndarray)
+                or not arr.flags.c_contiguous
+                or not arr.flags.writeable
+            ):
+                continue
+            dt, _, _, shape = layout.slots[i]
+            if arr.dtype != dt or arr.shape != tuple(shape):
+                continue
+            buffers.binding.bind_output(layout.names[i], "cpu", 0, dt, list(shape), arr.ctypes.data)
+            placed[cname] = arr
+        return placed
+
+    @staticmethod
+    def _unplace(layout: _Layout, buffers: _Buffers, placed: Mapping[str, np.ndarray]) -> None:
+        for cname in placed:  # back to the session's own buffer for the next run
+            i = layout.index[cname]
+            a, start, end, shape = buffers.slots[i]
+            ptr = buffers.arenas[a][start:end].ctypes.data
+            buffers.binding.bind_output(layout.names[i], "cpu", 0, layout.slots[i][0], list(shape), ptr)
+
     def run(
         self,
         inputs: Mapping[str, np.ndarray] | None = None,
@@ -173,61 +386,98 @@ class CaptureSession:
         random: bool = False,
         seed: int = 0,
         dims: Mapping[str, int] | None = None,
-        reuse: bool = False,
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> Capture:
         """Run once and return the :class:`Capture` (inputs are checked first, see :func:`capture`).
 
-        With ``reuse``, the arrays may live in the session's own output buffer and are valid only until the next
-        run: for a caller that writes them out at once (dataset capture), this saves a copy of every tensor.
+        The arrays are views into the buffers onnxruntime wrote (nothing is copied); a buffer is written again
+        only once no capture or array of this run refers to it any more. ``out`` maps tensor names to arrays of
+        the caller's (C-contiguous, writable) that onnxruntime writes those outputs into directly, when they have
+        the dtype and shape of the run and the outputs are bound (from the second run of an input signature on);
+        ``np.shares_memory(cap[name], out[name])`` tells whether it did.
         """
-        feeds = prepare_inputs(self.model, inputs, random=random, seed=seed, dims=dims)
+        if self._sess is None:
+            from onnxscope.errors import UnsupportedError
+
+            raise UnsupportedError(
+                f"this capture session of {label_of(self.model)} is closed; open a new one"
+            )
+        feeds = self._feeds(inputs, random, seed, dims)
         while True:
             try:
-                results = self._run(feeds, copy=not reuse)
+                arrays = self._run(feeds, out)
                 break
-            except Exception as e:  # onnxruntime's run errors (shape mismatch inside, missing kernel…)
-                error = CaptureError(f"onnxruntime failed to run {label_of(self.model)}: {_first_line(e)}")
+            except _RuntimeFailure as failure:
+                e = failure.error
+                plain = self._plain_failure(feeds)
+                if plain is not None:  # the model itself fails on these inputs: nothing to do with capture
+                    hint = ""
+                    if random:
+                        sizes = resolve_dims(self.model, inputs, dims)
+                        hint = (
+                            " (random inputs with "
+                            + ", ".join(f"{k}={v}" for k, v in sizes.items())
+                            + "; set sizes with --dim, or pass real inputs)"
+                        )
+                    raise CaptureError(
+                        f"onnxruntime cannot run {label_of(self.model)} on these inputs (the model itself fails, "
+                        f"not the capture){hint}: {first_line(plain)}"
+                    ) from e
+                error = CaptureError(f"onnxruntime failed to run {label_of(self.model)}: {first_line(e)}")
                 if not self._downgrade(error):
                     raise error from e
                 self._open()
-        plan = self.plan
+                self._checked = _signature(feeds)
+        fed = tuple(k for k, v in feeds.items() if isinstance(v, np.ndarray))
+        provenance = self._provenance.get(fed)
+        if provenance is None:
+            provenance = self._provenance[fed] = self._describe(fed, arrays)
+        storage = Storage(
+            arrays=arrays,
+            lazy=self._lazy,
+            hidden=self._hidden,
+            order=tuple(provenance.meta),
+            recomputer=self._recomputer,
+            model=self.model,
+            conditions=self._conditions,
+        )
+        return Capture(storage=storage, provenance=provenance, model=self.model)
+
+    def _plain_failure(self, feeds: dict[str, Any]) -> Exception | None:
+        """What onnxruntime raises running the unchanged model on ``feeds`` (``None`` if it runs)."""
+        so = session_options(self.optimization, self.threads)
+        try:
+            plain = make_session(serialize(self.model.ir), self._folder, so, self.providers)
+        except CaptureError as e:
+            return e
+        try:
+            plain.run(None, feeds)
+        except Exception as e:  # only onnxruntime runs here
+            return e
+        return None
+
+    def _describe(self, fed: tuple[str, ...], arrays: Mapping[str, Any]) -> Provenance:
+        plan: Plan = self.plan
         skipped = dict(plan.skipped)
         if self._failures:
             for name, why in skipped.items():
                 if "subgraph" in why:
                     skipped[name] = f"{why} (with it: {self._failures[0]})"
-        got: dict[str, np.ndarray] = {}
-        for name, value in zip(self._names, results, strict=True):
-            cname = plan.outputs.get(name, name)
-            if isinstance(value, np.ndarray):
-                got[cname] = value
-            else:
-                skipped[cname] = f"onnxruntime returned a {type(value).__name__}, not a tensor"
-        fed = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
-        order = [k for k in plan.meta if k in got] + [k for k in got if k not in plan.meta]  # graph order
-        arrays = {**fed, **{k: got[k] for k in order}}
-        if len(self._names) > len(plan.real_outputs) and self._low_precision:
-            # onnxruntime's CPU kernels run float16 graphs in float32 between ops; an intermediate marked as an
-            # output is rounded to float16, which changes what follows. The real outputs come from a plain run.
-            if self._plain is None:
-                self._plain = make_session(
-                    _serialize_model(self.model.ir), self._folder, self._options(), self._providers
-                )
-            for name, value in zip(plan.real_outputs, self._plain.run(plan.real_outputs, feeds), strict=True):
-                if isinstance(value, np.ndarray):
-                    arrays[name] = value
-        meta = {k: m for k, m in plan.meta.items() if k in arrays or k in plan.constants or k in plan.derived}
-        return Capture(
-            arrays,
-            meta,
-            list(fed),
-            plan.real_outputs,
-            plan.nodes,
-            skipped,
-            self.model,
-            self.model.path,
-            plan.constants,
-            plan.derived,
+        meta = {k: TensorMeta(k, k, None, None, source="input") for k in fed}
+        for k, m in plan.meta.items():
+            if m.source != "captured" or k in arrays:
+                meta.setdefault(k, m)
+        for k in plan.meta:
+            if k not in meta and k not in skipped:
+                skipped[k] = "onnxruntime returned a sequence or optional, not a tensor"
+        return Provenance(
+            meta=meta,
+            inputs=fed,
+            outputs=tuple(plan.real_outputs),
+            nodes=plan.nodes,
+            skipped=skipped,
+            model_path=self.model.path,
+            optimization=self.optimization,
         )
 
 
@@ -241,25 +491,22 @@ def capture(
     random: bool = False,
     seed: int = 0,
     dims: Mapping[str, int] | None = None,
-    optimization: str | None = None,
+    optimization: str = "all",
     threads: int | None = None,
-    qdq: bool | None = None,
 ) -> Capture:
     """Run the model once with onnxruntime and capture the chosen tensors (default: every tensor).
 
     Parameters:
         model: a :class:`Model` or a path.
         inputs: arrays by input name; missing ones are generated when ``random`` (with ``seed`` and ``dims``).
-        select, exclude: what to capture (see :func:`onnxscope.expose.expose`: names, globs, ``re:``, ``op:``,
-            ``node:``, ``module:`` or a predicate).
+        select, exclude: what to capture — a tensor name, a glob (``"layer1.*"``), ``"re:REGEX"``, ``"op:Conv"``,
+            ``"node:NAME"``, ``"module:encoder.layer.0"``, a list of those, or a predicate on
+            :class:`~onnxscope.expose.TensorMeta`.
         providers: onnxruntime execution providers (default CPU).
-        optimization: onnxruntime graph optimization level; ``"basic"`` (the default for float models) keeps
-            every captured tensor and gives outputs bit-identical to a plain run at that level.
+        optimization: onnxruntime's graph optimization level, ``"all"`` by default (the deployed session's):
+            what its optimizations keep is captured from the run, what they remove is recomputed on read from the
+            captured tensors (``cap.info(name).source`` says which).
         threads: ``intra_op_num_threads`` (``None``: onnxruntime's default).
-        qdq: for QDQ-quantized models (detected when ``None``): keep onnxruntime's fused int8 kernels (level
-            ``"all"``) by capturing QuantizeLinear outputs and dequantizing them here; the float tensors that only a
-            fused kernel sees are listed in :attr:`Capture.skipped`, the dequantized ones in
-            :attr:`Capture.derived`.
 
     If onnxruntime refuses the rewritten If/Loop/Scan bodies (e.g. a body tensor whose shape changes between
     iterations cannot be stacked), the capture retries carrying out fewer body tensors and says why the others
@@ -277,75 +524,5 @@ def capture(
         >>> sorted(cap)
         ['a', 'x', 'y']
     """
-    session = CaptureSession(
-        model, select, exclude, providers, optimization=optimization, threads=threads, qdq=qdq
-    )
+    session = CaptureSession(model, select, exclude, providers, optimization=optimization, threads=threads)
     return session.run(inputs, random=random, seed=seed, dims=dims)
-
-
-def _rounds_differently(model: Model, sess: Any) -> bool:
-    if "CPUExecutionProvider" not in sess.get_providers():
-        return False
-    low = {"FLOAT16", "BFLOAT16"}
-    values = (*model.ir.graph.inputs, *model.ir.graph.outputs, *model.ir.graph.initializers.values())
-    return any(v.dtype is not None and v.dtype.name in low for v in values)
-
-
-def _serialize_model(model: Any) -> bytes:
-    import onnx_ir as ir
-
-    return ir.to_proto(model).SerializeToString()
-
-
-_BIND_MIN_OUTPUTS = 64
-
-
-def _signature(feeds: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(
-        (k, getattr(v, "shape", None), str(getattr(v, "dtype", type(v)))) for k, v in sorted(feeds.items())
-    )
-
-
-class _Binding:
-    """Every output bound into one buffer per element type, at the shapes a first run produced."""
-
-    def __init__(
-        self,
-        key: tuple[Any, ...],
-        binding: Any,
-        arenas: dict[Any, np.ndarray],
-        layout: list[tuple[Any, int, int, tuple[int, ...]]],
-    ) -> None:
-        self.key, self.binding, self.arenas, self.layout = key, binding, arenas, layout
-
-    @classmethod
-    def make(cls, sess: Any, names: list[str], results: list[Any], key: tuple[Any, ...]) -> _Binding | None:
-        if not all(isinstance(r, np.ndarray) and r.dtype.kind in "biuf" for r in results):
-            return None
-        sizes: dict[Any, int] = {}
-        layout = []
-        for r in results:
-            dt = np.dtype(r.dtype.str)
-            start = sizes.get(dt, 0)
-            layout.append((dt, start, start + r.size, r.shape))
-            sizes[dt] = start + r.size
-        arenas = {dt: np.empty(max(n, 1), dt) for dt, n in sizes.items()}
-        binding = sess.io_binding()
-        for name, (dt, start, end, shape) in zip(names, layout, strict=True):
-            binding.bind_output(name, "cpu", 0, dt, list(shape), arenas[dt][start:end].ctypes.data)
-        return cls(key, binding, arenas, layout)
-
-    def run(self, sess: Any, feeds: dict[str, Any], copy: bool = True) -> list[np.ndarray]:
-        held = {name: np.ascontiguousarray(value) for name, value in feeds.items()}  # alive through the run
-        for name, value in held.items():
-            self.binding.bind_cpu_input(name, value)
-        sess.run_with_iobinding(self.binding)
-        del held
-        # the capture owns its arrays (one copy), unless the caller consumes them before the next run
-        owned = {dt: a.copy() for dt, a in self.arenas.items()} if copy else self.arenas
-        return [owned[dt][start:end].reshape(shape) for dt, start, end, shape in self.layout]
-
-
-def label_of(model: Model) -> str:
-    """How errors name a model: its path, or ``the model``."""
-    return repr(model.path) if model.path else "the model"

@@ -105,6 +105,20 @@ ROLES: dict[str, tuple[str, ...]] = {
     "GRU": ("input", "weight", "recurrence_weight", "bias", "sequence_lens", "initial_h"),
     "RNN": ("input", "weight", "recurrence_weight", "bias", "sequence_lens", "initial_h"),
     "Reshape": ("input", "shape"),
+    "DynamicQuantizeLSTM": (  # com.microsoft, from onnxruntime's quantize_dynamic
+        "input",
+        "quantized weight",
+        "quantized recurrence_weight",
+        "bias",
+        "sequence_lens",
+        "initial_h",
+        "initial_c",
+        "peephole",
+        "weight_scale",
+        "weight_zero_point",
+        "recurrence_weight_scale",
+        "recurrence_weight_zero_point",
+    ),
     "Attention": ("query", "key", "value", "mask", "past_key", "past_value"),
 }
 _TRANSFORMS = WEIGHT_TRANSFORMS
@@ -125,8 +139,9 @@ class Use:
 class Quantization:
     """How a stored integer tensor maps back to real values: ``(q - zero_point) * scale``.
 
-    ``kind`` is ``"QDQ"`` (a DequantizeLinear node), ``"QOperator"`` (QLinearConv/QLinearMatMul) or
-    ``"integer"`` (MatMulInteger/ConvInteger with the scale applied by a following Mul). ``axis`` is the
+    ``kind`` is ``"QDQ"`` (a DequantizeLinear node), ``"QOperator"`` (QLinearConv/QLinearMatMul),
+    ``"integer"`` (MatMulInteger/ConvInteger with the scale applied by a following Mul) or ``"weight-only"`` (an
+    integer weight Cast to float and multiplied by a scale, the model computing in float). ``axis`` is the
     per-channel axis (``None`` for per-tensor); ``block_size`` is non-zero for blocked quantization.
     """
 
@@ -282,6 +297,8 @@ def is_const(value: ir.Value | None) -> bool:
         return False
     if node.op_type == "Constant":
         return True
+    if node.op_type in _SCALES:  # weight-only quantization: Cast(int8) · scale
+        return len(node.inputs) == 2 and all(is_const(v) for v in node.inputs)
     return node.op_type in _TRANSFORMS and is_const(node.inputs[0])
 
 
@@ -304,7 +321,11 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
     if direct is not None:
         return direct, value.name or "", ()
     node = value.producer()
-    if node is None or node.op_type not in _TRANSFORMS or node.domain not in ("", "ai.onnx"):
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type in _SCALES and len(node.inputs) == 2:
+        return _scaled(node)
+    if node.op_type not in _TRANSFORMS:
         return None
     inner = const_array(node.inputs[0])
     if inner is None:
@@ -374,6 +395,25 @@ def _fold(
     return arr, src, how  # Identity
 
 
+_SCALES = frozenset({"Mul", "Div"})  # ops that rescale a stored weight when both operands are constant
+
+
+def _scaled(node: ir.Node) -> tuple[np.ndarray, str, tuple[str, ...]] | None:
+    """``Mul``/``Div`` of two constants: the larger one is the weight (its name is the source), the other the scale —
+    how weight-only int8 models dequantize (``Cast(int8 weight) · scale``)."""
+    a, b = const_array(node.inputs[0]), const_array(node.inputs[1])
+    if a is None or b is None:
+        return None
+    (wa, sa, ha), (wb, sb, hb) = a, b
+    if np.size(wb) > np.size(wa):
+        (wa, sa, ha), (wb, sb, hb) = (wb, sb, hb), (wa, sa, ha)
+        if node.op_type == "Div":
+            return None  # scale / weight: not a rescaled weight
+    out = np.multiply(wa, wb) if node.op_type == "Mul" else np.divide(wa, wb)
+    how = "dequantized" if "cast" in ha else "scaled"
+    return np.asarray(out), sa, (*(h for h in ha if h != "cast"), how)
+
+
 def _dq_params(node: ir.Node) -> Quantization | None:
     scale = _const(node.inputs[1])
     if scale is None:
@@ -417,6 +457,13 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
     op, name = node.op_type, node.name or ""
     if op == "DequantizeLinear" and index == 0:
         return _dq_params(node)
+    if op == "Cast" and index == 0 and node.inputs[0] is not None and node.inputs[0].dtype is not None:
+        if node.inputs[0].dtype.name in ("INT8", "UINT8", "INT4", "UINT4", "INT16", "UINT16"):
+            for user, i in node.outputs[0].uses():  # weight-only quantization: Cast(q) · scale
+                if user.op_type == "Mul" and len(user.inputs) == 2:
+                    scale = _const(user.inputs[1 - int(i)])
+                    if scale is not None and np.asarray(scale).dtype.kind == "f":
+                        return Quantization("weight-only", user.name or name, np.asarray(scale), None, None)
     if op == "QLinearConv" and index in (3, 8):
         w_scale, w_zp = _const(node.inputs[4]), _const(node.inputs[5])
         if w_scale is None:
@@ -446,6 +493,15 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
         if b_scale is None:
             return None
         return Quantization("QOperator", name, b_scale, b_zp, -1 if b_scale.size > 1 else None)
+    if op == "DynamicQuantizeLSTM" and index in (1, 2):  # W and R: [directions, rows, 4*hidden], per channel
+        scale = _const(node.inputs[8 + 2 * (index - 1)]) if len(node.inputs) > 8 + 2 * (index - 1) else None
+        if scale is None:
+            return None
+        zp = _const(node.inputs[9 + 2 * (index - 1)]) if len(node.inputs) > 9 + 2 * (index - 1) else None
+        shape = (scale.shape[0], 1, -1) if scale.ndim == 2 else (-1, 1, 1)
+        return Quantization(
+            "integer", name, scale.reshape(shape), None if zp is None else zp.reshape(shape), None
+        )
     if op in ("MatMulInteger", "ConvInteger") and index == 1:
         scale = _integer_op_scale(node)
         if scale is None:
@@ -473,7 +529,15 @@ def role_of(graph: Graph, node: ir.Node, index: int) -> str:
             break
         if inner.startswith("quantized "):
             inner = inner[len("quantized ") :]
-        return f"quantized {inner}" if op == "DequantizeLinear" else inner
+        quantized = op == "DequantizeLinear" or (op == "Cast" and quantization_of(node, 0) is not None)
+        return f"quantized {inner}" if quantized else inner
+    if op in _SCALES and len(node.inputs) == 2 and all(is_const(v) for v in node.inputs):
+        other = node.inputs[1 - index]
+        producer = other.producer() if other is not None else None
+        if producer is not None and producer.op_type == "Cast" and quantization_of(producer, 0) is not None:
+            return "scale"  # weight-only quantization: Cast(q) · scale
+        for user, i in node.outputs[0].uses():  # the weight side: its role where the rescaled weight goes
+            return role_of(graph, user, i)
     if op == "MatMul":
         return "weight" if is_const(node.inputs[index]) else "input"
     if op in ("Add", "Sub") and is_const(node.inputs[index]):
@@ -608,7 +672,7 @@ class Weight:
         uses: where it is consumed, with its role in each place.
     """
 
-    __slots__ = ("_graph", "_value", "name", "source", "tensor", "uses")
+    __slots__ = ("_dtype", "_graph", "_shape", "_value", "name", "source", "tensor", "uses")
 
     def __init__(self, graph: Graph, name: str, tensor: ir.TensorProtocol, source: str) -> None:
         self._graph = graph
@@ -627,15 +691,22 @@ class Weight:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The shape, from the tensor header (no I/O)."""
-        return tuple(int(d) for d in self.tensor.shape)
+        """The shape, from the tensor header (no I/O; computed once)."""
+        try:
+            return self._shape
+        except AttributeError:
+            self._shape: tuple[int, ...] = tuple(int(d) for d in self.tensor.shape)
+            return self._shape
 
     @property
     def dtype(self) -> str:
         """The element type as a lower-case ONNX name (``float32``, ``int8``, ``bfloat16``…)."""
-        if self.tensor.dtype == ir.DataType.STRING:
-            return "string"
-        return str(np.dtype(self.tensor.dtype.numpy()))
+        try:
+            return self._dtype
+        except AttributeError:
+            t = self.tensor.dtype
+            self._dtype: str = "string" if t == ir.DataType.STRING else str(np.dtype(t.numpy()))
+            return self._dtype
 
     @property
     def size(self) -> int:

@@ -7,8 +7,6 @@ import argparse
 import re
 from typing import Any
 
-from onnxscope.inputs import parse_dims, read_inputs
-
 
 def non_negative_int(text: str) -> int:
     """An ``int`` >= 0 (``--seed``).
@@ -39,6 +37,22 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite ``float`` >= 0 (``--rtol``, ``--atol``).
+
+    Example:
+        >>> non_negative_float("1e-3")
+        0.001
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number, 0 or more")
     return value
 
 
@@ -103,6 +117,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 
 def input_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`onnxscope.capture` that :func:`add_input_args` parsed."""
+    from onnxscope.inputs import parse_dims, read_inputs
+
     return {
         "inputs": read_inputs(args.input, args.inputs),
         "random": args.random,

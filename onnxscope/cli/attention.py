@@ -9,8 +9,6 @@ import numpy as np
 
 from onnxscope.cli._args import add_input_args, input_kwargs
 from onnxscope.errors import InputError, MissingDependencyError, OutputError
-from onnxscope.model import load
-from onnxscope.patterns import find_attention
 from onnxscope.render import atomic_write, table, to_json
 
 
@@ -43,6 +41,9 @@ def run(args: argparse.Namespace) -> str:
         raise InputError(f"--png {args.png!r}: no such folder")
     if args.png and not os.access(args.png, os.W_OK | os.X_OK):
         raise OutputError(f"--png {args.png!r}: the folder is not writable")
+    from onnxscope.model import load
+    from onnxscope.patterns import find_attention
+
     model = load(args.model)
     blocks = find_attention(model)
     want_maps = bool(args.input or args.inputs or args.random or args.png)

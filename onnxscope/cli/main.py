@@ -32,6 +32,7 @@ from onnxscope.cli import (
     export,
     neuron,
     paths,
+    report,
     residuals,
     show,
     stats,
@@ -40,7 +41,20 @@ from onnxscope.cli import (
 )
 from onnxscope.errors import OnnxscopeError, ResourceError
 
-COMMANDS = (summary, weights, neuron, capture, show, dataset, stats, paths, residuals, attention, export)
+COMMANDS = (
+    summary,
+    weights,
+    neuron,
+    capture,
+    show,
+    dataset,
+    stats,
+    paths,
+    residuals,
+    attention,
+    report,
+    export,
+)
 
 # Operating-system refusals a user's environment causes: reported as such in one line, not as a bug.
 _USER_ERRNOS = {
@@ -64,10 +78,10 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (no usage block), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit with 2."""
+        """Print ``onnxscope: error: MESSAGE (see 'PROG --help')`` — the prefix of every error — and exit with 2."""
         self.exit(
             2,
-            f"{self.prog}: error: {message.splitlines()[0] if message else 'bad arguments'} "
+            f"onnxscope: error: {message.splitlines()[0] if message else 'bad arguments'} "
             f"(see '{self.prog} --help')\n",
         )
 

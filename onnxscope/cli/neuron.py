@@ -6,7 +6,6 @@ import argparse
 
 import numpy as np
 
-from onnxscope.model import load
 from onnxscope.render import fmt_num, table, to_json
 
 
@@ -27,6 +26,8 @@ def _preview(a: np.ndarray, n: int = 8) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Print the neuron ``args.index`` of ``args.layer``."""
+    from onnxscope.model import load
+
     n = load(args.model).neuron(args.layer, args.index)
     if args.json:
         return to_json(n.to_dict())

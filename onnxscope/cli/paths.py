@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from onnxscope.cli._args import positive_int
-from onnxscope.model import load
-from onnxscope.paths import all_paths, between
 from onnxscope.render import check_output_path, to_json
 
 
@@ -29,6 +27,9 @@ def run(args: argparse.Namespace) -> str:
     """Print the paths (and, for tensors, the nodes between them)."""
     if args.extract:
         check_output_path(args.extract)
+    from onnxscope.model import load
+    from onnxscope.paths import all_paths, between
+
     model = load(args.model)
     paths = list(all_paths(model, args.source, args.target, limit=args.limit))
     inside = None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from onnxscope.model import load
-from onnxscope.patterns import find_residuals
 from onnxscope.render import table, to_json
 
 
@@ -18,6 +16,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """Print the residual connections of ``args.model``."""
+    from onnxscope.model import load
+    from onnxscope.patterns import find_residuals
+
     found = find_residuals(load(args.model))
     if args.json:
         return to_json({"residuals": [r.to_dict() for r in found]})

@@ -7,7 +7,6 @@ import argparse
 import numpy as np
 
 from onnxscope.cli.capture import render
-from onnxscope.persist import load_capture
 from onnxscope.render import to_json
 
 
@@ -21,6 +20,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """Show the table of a capture, or one tensor."""
+    from onnxscope.persist import load_capture
+
     cap = load_capture(args.capture)
     if args.tensor is None:
         return render(cap, args.json)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from onnxscope.model import load
 from onnxscope.render import fmt_bytes, table, to_json
 
 
@@ -23,6 +22,8 @@ def _shape(shape: tuple | None) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Print the summary of ``args.model``."""
+    from onnxscope.model import load
+
     s = load(args.model).summary()
     if args.json:
         return to_json(s.to_dict())

@@ -6,7 +6,6 @@ import argparse
 
 import numpy as np
 
-from onnxscope.model import load
 from onnxscope.render import check_output_path, fmt_bytes, save_npz, table, to_json
 
 
@@ -32,6 +31,8 @@ def run(args: argparse.Namespace) -> str:
     """List (and optionally audit or save) the weights of ``args.model``."""
     if args.save:
         check_output_path(args.save)
+    from onnxscope.model import load
+
     model = load(args.model)
     ws = model.weights
     if args.name or args.op or args.role:

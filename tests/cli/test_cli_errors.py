@@ -39,6 +39,7 @@ TABLE: dict[str, tuple[list[str], str]] = {
     "paths": (["paths", "{subject}", "image", "logits", "--extract", "{out}/sub.onnx"], "model"),
     "residuals": (["residuals", "{subject}"], "model"),
     "attention": (["attention", "{subject}", "--random", "--png", "{out}"], "model"),
+    "report": (["report", "{subject}", "-o", "{out}/report.html"], "model"),
     "export torch": (
         ["export", "torch", "{subject}:mlp", "--input-shape", "1,10", "-o", "{out}/t.onnx"],
         "factory",
@@ -57,6 +58,7 @@ MALFORMED = {
     "paths": ["paths", str(FIXTURE), "image", "logits", "--limit", "-1"],
     "residuals": ["residuals", str(FIXTURE), "extra"],
     "attention": ["attention", str(FIXTURE), "--random", "--seed", "-5"],
+    "report": ["report", str(FIXTURE), "-o", "r.html", "--rtol", "nan"],
     "export torch": ["export", "torch", "m.py:f", "--input-shape", "1,3", "-o", "x.onnx", "--opset", "0"],
     "export keras": ["export", "keras", "m.keras", "-o", "x.onnx", "--seed", "x"],
 }
@@ -273,8 +275,9 @@ def test_unreadable_files_and_read_only_folders_are_one_line_errors(shared_folde
         (unreadable / name).write_bytes(b"x" * 64)
     shutil.copy(FIXTURE.parent / "small_cnn.onnx.data", unreadable / "small_cnn.onnx.data")
     np.savez(unreadable / "capture.npz", x=np.ones(2))
-    (unreadable / "store").mkdir()
-    (unreadable / "store" / "onnxscope-progress.json").write_text("{}")
+    (unreadable / "store" / "onnxscope").mkdir(parents=True)
+    for name in ("progress.json", "run.json"):
+        (unreadable / "store" / "onnxscope" / name).write_text("{}")
     for p in unreadable.rglob("*"):
         p.chmod(0o000 if p.is_file() else 0o755)
     readonly = shared_folder / "readonly"

@@ -1,5 +1,5 @@
-"""A seeded sample of the fuzzer (``benchmarks/fuzz.py``) in every ``make test``: 2,000 mutated models through
-every static query, 200 of them on through capture, each in a worker process under a time limit.
+"""A seeded sample of the fuzzer (``benchmarks/fuzz.py``) in every ``make test``: 4,000 mutated models through
+every static query, 400 of them on through capture, each in a worker process under a time limit.
 
 Every failure must be a clean ``OnnxscopeError``: no other exception, no crash, no hang — and no valid model may
 be refused. The big campaigns (100,000 / 10,000 cases) are run by hand; docs/benchmarks.md has their counts.
@@ -49,16 +49,16 @@ def _unexpected(summary: dict) -> dict:
 
 def test_a_seeded_sample_of_mutated_models_ends_in_clean_errors_only(fuzz, tmp_path):
     code = fuzz.main(
-        ["--cases", "2000", "--capture-cases", "200", "--seed", "0", "--jobs", "2", "--out", str(tmp_path)]
+        ["--cases", "4000", "--capture-cases", "400", "--seed", "0", "--jobs", "2", "--out", str(tmp_path)]
     )
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert s["cases"] == 2000 and s["capture_cases"] == 200
+    assert s["cases"] == 4000 and s["capture_cases"] == 400
     assert s["crashes"] == 0 and s["hangs"] == 0, s["signatures"]
     assert not _unexpected(s), json.dumps(_unexpected(s), indent=1)
     assert code == (1 if s["other_exceptions"] else 0)
     # the sample reaches past loading: the queries and capture really run on odd models
-    assert s["loaded"] >= 300 and s["capture_ran"] >= 50, s
-    assert s["clean_errors"] >= 1000
+    assert s["loaded"] >= 600 and s["capture_ran"] >= 100, s
+    assert s["clean_errors"] >= 2000
 
 
 def test_the_seeds_themselves_pass_every_query(fuzz, tmp_path):

@@ -10,10 +10,11 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxscope
-from onnxscope.session import make_session, session_options
+from onnxscope.runtime import make_session, session_options
 from onnxscope.testing import mlp_model, save
 
 ort = pytest.importorskip("onnxruntime")
+from oracles import ort_marking, ort_plain, ort_subgraph  # noqa: E402
 
 GRAPHS = {
     "conv-bn-pool-gemm": """<ir_version: 9, opset_import: ["": 17]>
@@ -65,6 +66,10 @@ def _inits(name):
     }
 
 
+def _shape(proto):
+    return [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+
+
 def _save(name, tmp_path):
     proto = onnx.parser.parse_model(GRAPHS[name])
     proto.graph.initializer.extend(numpy_helper.from_array(a, k) for k, a in _inits(name).items())
@@ -89,13 +94,35 @@ def test_every_captured_tensor_equals_the_reference_evaluator(tmp_path, name):
         np.testing.assert_allclose(cap[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
-def test_outputs_are_bit_identical_to_plain_onnxruntime_at_basic(tmp_path):
-    proto, path = _save("attention-like", tmp_path)
-    x = np.random.default_rng(2).standard_normal((2, 5, 8)).astype(np.float32)
-    plain = ort.InferenceSession(str(path), session_options("basic"), providers=["CPUExecutionProvider"])
-    expected = plain.run(None, {"x": x})[0]
-    got = onnxscope.capture(path, {"x": x}).outputs["y"]
-    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+@pytest.mark.parametrize("level", ["all", "extended", "basic", "disable"])
+@pytest.mark.parametrize("name", GRAPHS)
+def test_outputs_and_captured_tensors_equal_onnxruntime_marking_them_at_the_same_level(tmp_path, name, level):
+    proto, path = _save(name, tmp_path)
+    x = np.random.default_rng(2).standard_normal(_shape(proto)).astype(np.float32)
+    cap = onnxscope.capture(path, {"x": x}, optimization=level)
+    captured = [k for k in cap if cap.info(k).source == "captured"]
+    expected = ort_marking(path, {"x": x}, captured, level)
+    for k in captured:
+        assert cap[k].dtype == expected[k].dtype and np.array_equal(cap[k], expected[k]), k
+    plain = ort_plain(path, {"x": x}, level)
+    assert np.array_equal(cap.outputs["y"], plain["y"])  # the real output is exactly plain onnxruntime's
+
+
+def test_tensors_onnxruntime_fused_away_are_recomputed_by_the_original_nodes_on_read(tmp_path):
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    cap = onnxscope.capture(path, {"x": x})
+    recomputed = [k for k in cap if cap.info(k).source == "recomputed"]
+    assert "c" in recomputed and "n" in recomputed  # BatchNorm folded into the Conv, Conv+Relu fused
+    assert not cap.storage.captured("c")  # nothing is computed before it is read
+    session = onnxscope.CaptureSession(path)
+    for k in recomputed:
+        part = session.plan.recompute.parts[session.plan.recompute.part_of[k]]
+        oracle = ort_subgraph(path, {f: np.asarray(cap[f]) for f in part.feeds}, part.outputs)
+        np.testing.assert_array_equal(cap[k], oracle[k], err_msg=k)
+    ref = ReferenceEvaluator(proto).run(None, {"x": x}, intermediate=True)
+    for k in recomputed:  # and end to end, the unfused semantics within float tolerance
+        np.testing.assert_allclose(cap[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 def test_external_data_models_run_without_loading_weights_into_the_rewrite(tmp_path):
@@ -203,9 +230,58 @@ def test_bad_inputs_are_refused_before_onnxruntime_runs(feeds, message):
         onnxscope.capture(onnxscope.Model(mlp_model()), feeds)
 
 
-def test_random_inputs_need_symbolic_dims_set():
-    with pytest.raises(onnxscope.InputError, match=r"symbolic dimension 'batch'; set it \(--dim batch=N\)"):
-        onnxscope.capture(onnxscope.Model(mlp_model()), random=True)
+def _free_dims_model(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[N, 3, H, W] x, float[N, 4] z) => (float[N, 3, H, W] y, float[N, 4] r) {
+            y = Relu(x)
+            r = Relu(z)
+        }""")
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[0].Clear()
+    dims[0].dim_value = -1  # as PaddlePaddle declares a batch
+    dims[2].Clear()
+    dims[2].dim_param = "?"  # a literal '?' on two axes that are not the same size
+    dims[3].Clear()
+    dims[3].dim_param = "?"
+    proto.graph.input[1].type.tensor_type.shape.dim[0].Clear()  # unnamed
+    onnx.save(proto, tmp_path / "free.onnx")
+    return onnxscope.load(tmp_path / "free.onnx")
+
+
+def test_free_dimensions_take_any_size_independently(tmp_path):
+    m = _free_dims_model(tmp_path)
+    x = np.ones((2, 3, 48, 192), np.float32)
+    z = np.ones((5, 4), np.float32)  # -1 on x and an unnamed dim on z: independent of each other
+    cap = onnxscope.capture(m, {"x": x, "z": z})
+    assert cap["y"].shape == (2, 3, 48, 192) and cap["r"].shape == (5, 4)
+    with pytest.raises(onnxscope.InputError, match=r"axis 1 must be 3"):
+        onnxscope.capture(m, {"x": np.ones((1, 4, 8, 8), np.float32), "z": z})
+
+
+def test_random_inputs_pick_sensible_sizes_and_any_dim_can_be_set(tmp_path):
+    from onnxscope.inputs import resolve_dims
+
+    m = _free_dims_model(tmp_path)
+    assert resolve_dims(m) == {"x:0": 1, "x:2": 224, "x:3": 224, "z:0": 1}
+    cap = onnxscope.capture(m, random=True, dims={"x:2": 48, "x:3": 192, "z:0": 3})
+    assert cap["x"].shape == (1, 3, 48, 192) and cap["z"].shape == (3, 4)
+    with pytest.raises(onnxscope.InputError, match=r"no such dimension; its non-fixed dimensions are .*x:2"):
+        onnxscope.capture(m, random=True, dims={"height": 4})
+    named = onnxscope.Model(mlp_model())
+    assert onnxscope.capture(named, random=True)["x"].shape == (1, 3)  # 'batch' defaults to 1
+    assert onnxscope.capture(named, random=True, dims={"batch": 4})["x"].shape == (4, 3)
+
+
+def test_a_named_dimension_must_have_one_size_in_every_input(tmp_path):
+    proto = onnx.parser.parse_model("""<ir_version: 9, opset_import: ["": 17]>
+        g (float[batch, 3] a, float[batch, 3] b) => (float[batch, 3] y) {
+            y = Add(a, b)
+        }""")
+    onnx.save(proto, tmp_path / "two.onnx")
+    with pytest.raises(onnxscope.InputError, match=r"dimension 'batch' is 2 in input 'a' but 3 here"):
+        onnxscope.capture(
+            tmp_path / "two.onnx", {"a": np.ones((2, 3), np.float32), "b": np.ones((3, 3), np.float32)}
+        )
 
 
 def test_an_unknown_tensor_in_select_names_close_ones():
@@ -240,9 +316,9 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
     onnx.save(proto, tmp_path / "t.onnx")
     m = onnxscope.load(tmp_path / "t.onnx")
     session = onnxscope.CaptureSession(m)
-    assert "wt" in session.plan.constants and "wt" not in session.plan.outputs.values()
+    assert "wt" in session.plan.names("folded") and "wt" not in session.plan.outputs.values()
     cap = session.run({"x": np.ones((2, 3), np.float32)})
-    assert "wt" in cap and list(cap) == ["x", "y", "wt"]
+    assert "wt" in cap and list(cap) == ["x", "wt", "y"] and cap.info("wt").source == "folded"
     np.testing.assert_array_equal(cap["wt"], w.T)
     np.testing.assert_array_equal(cap.node("wt").outputs["wt"], w.T)
     saved = cap.save(tmp_path / "c.npz")
@@ -251,14 +327,14 @@ def test_tensors_computed_from_weights_alone_are_folded_not_copied_from_each_run
     np.testing.assert_array_equal(onnxscope.load_capture(saved, model=m)["wt"], w.T)
 
 
-def test_a_small_graph_runs_unbound_in_a_reused_session(tmp_path):
+def test_a_reused_session_binds_its_outputs_after_the_first_run(tmp_path):
     m = onnxscope.Model(mlp_model(in_features=3, hidden=4))
-    from onnxscope.session import _BIND_MIN_OUTPUTS
-
     session = onnxscope.CaptureSession(m)
-    for x in np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32):
-        session.run({"x": x})
-    assert len(session._names) < _BIND_MIN_OUTPUTS and session._bound is None  # small graphs run unbound
+    xs = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
+    caps = [session.run({"x": x}) for x in xs]
+    assert len(session._pool) == 1  # one input signature, its outputs bound
+    for x, cap in zip(xs, caps, strict=True):
+        np.testing.assert_array_equal(cap["y"], onnxscope.capture(m, {"x": x})["y"])
 
 
 def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_shapes(tmp_path, monkeypatch):
@@ -284,4 +360,50 @@ def test_binding_many_outputs_matches_unbound_runs_and_survives_data_dependent_s
         for k in fresh:
             np.testing.assert_array_equal(cap[k], fresh[k], err_msg=k)
     assert caps[0]["idx"] is not caps[1]["idx"] and not np.shares_memory(caps[1]["y"], caps[2]["y"])
-    assert session._bound is None and session._unbindable  # NonZero's shape changed: unbound from then on
+    assert not session._pool and session._unbindable  # NonZero's shape changed: unbound from then on
+
+
+def test_bound_runs_copy_nothing_and_reuse_a_buffer_only_once_nothing_refers_to_it(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("onnxscope.session"), "_BIND_MIN_OUTPUTS", 1)
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    session = onnxscope.CaptureSession(path, optimization="disable")
+    xs = np.random.default_rng(4).standard_normal((6, 2, 3, 6, 6)).astype(np.float32)
+    kept = [session.run({"x": x}) for x in xs[:3]]  # first run unbound, then bound
+    fresh = [onnxscope.capture(path, {"x": x}, optimization="disable") for x in xs[:3]]
+    for a, b in zip(kept, fresh, strict=True):  # captures held at once never share a buffer
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ((layout, buffers),) = session._pool.values()
+    assert len(buffers) == 2  # runs 2 and 3, both still held
+    relu = kept[2]["r"]
+    del kept
+    for x in xs[3:]:  # a loop that lets each capture go before the next run: no new buffer, no copy
+        cap = session.run({"x": x})
+        assert np.shares_memory(cap["r"], buffers[0].arenas[0]) or np.shares_memory(
+            cap["r"], buffers[1].arenas[0]
+        )
+        del cap
+    assert len(session._pool[next(iter(session._pool))][1]) == 2
+    np.testing.assert_array_equal(
+        relu, fresh[2]["r"]
+    )  # an array still held kept its buffer from being reused
+
+
+def test_outputs_can_be_written_straight_into_the_callers_arrays(tmp_path):
+    proto, path = _save("conv-bn-pool-gemm", tmp_path)
+    session = onnxscope.CaptureSession(path, optimization="disable")
+    xs = np.random.default_rng(5).standard_normal((3, 2, 3, 6, 6)).astype(np.float32)
+    session.run({"x": xs[0]})  # the first run shows the shapes; later ones are bound
+    mine = {"r": np.empty((2, 5, 6, 6), np.float32), "y": np.empty((2, 4), np.float32)}
+    for x in xs[1:]:
+        cap = session.run({"x": x}, out=mine)
+        assert np.shares_memory(cap["r"], mine["r"]) and np.shares_memory(cap["y"], mine["y"])
+        expected = onnxscope.capture(path, {"x": x}, optimization="disable")
+        np.testing.assert_array_equal(mine["r"], expected["r"])
+        np.testing.assert_array_equal(cap["p"], expected["p"])  # the others still in the session's buffers
+    wrong = {"y": np.empty((3, 4), np.float32)}  # a shape that is not the run's: written elsewhere, untouched
+    cap = session.run({"x": xs[0]}, out=wrong)
+    assert not np.shares_memory(cap["y"], wrong["y"])
+    np.testing.assert_array_equal(cap["y"], onnxscope.capture(path, {"x": xs[0]}, optimization="disable")["y"])

@@ -185,11 +185,14 @@ def test_a_branching_output_reaches_every_consumer(tmp_path):
 
 @pytest.mark.parametrize(
     ("op_text", "reason"),
-    [("s = Softmax <axis = -1> (h)", "Softmax mixes"), ("s = Gather(h, idx)", "Gather selects")],
+    [
+        ("s = Softmax <axis = -1> (h)", "Softmax mixes"),
+        ("s = Gather <axis = 1> (h, runtime)", "Gather selects"),
+    ],
 )
 def test_paths_that_cannot_be_followed_are_reported_not_guessed(tmp_path, op_text, reason):
     m = _model(
-        f"""g (float[2, 3] x) => (float[?] s) {{
+        f"""g (float[2, 3] x, int64[1] runtime) => (float[?] s) {{
             h = MatMul(x, w)
             {op_text}
         }}""",
@@ -200,6 +203,69 @@ def test_paths_that_cannot_be_followed_are_reported_not_guessed(tmp_path, op_tex
     n = m.neuron("h", 1)
     assert n.outgoing == ()
     assert any(reason in s.reason and s.op in ("Softmax", "Gather") for s in n.stops)
+
+
+def test_split_slice_and_gather_on_the_channel_axis_map_the_unit_into_every_consumer(tmp_path):
+    # h: [1, 8, 4, 4]. Split 3/5 on channels: part a = 0..2, part b = 3..7; Slice 1:8:2 keeps 1, 3, 5, 7;
+    # Gather [6, 2, 6] takes 6, 2, 6. Unit 6 lands at b's channel 3 and at the gathered positions 0 and 2;
+    # unit 5 at b's channel 2 and at the sliced position 2.
+    w, wa, wb, ws, wg = _r(8, 3, 1, 1), _r(2, 3, 1, 1), _r(2, 5, 1, 1), _r(2, 4, 1, 1), _r(2, 3, 1, 1)
+    m = _model(
+        """g (float[1, 3, 4, 4] x) => (float[1, 2, 4, 4] ya, float[1, 2, 4, 4] yb, float[1, 2, 4, 4] ys,
+               float[1, 2, 4, 4] yg) {
+            h = Conv(x, w)
+            a, b = Split <axis = 1> (h, sizes)
+            ya = Conv(a, wa)
+            yb = Conv(b, wb)
+            s = Slice(h, starts, ends, axes, steps)
+            ys = Conv(s, ws)
+            g2 = Gather <axis = 1> (h, idx)
+            yg = Conv(g2, wg)
+        }""",
+        tmp_path,
+        w=w,
+        wa=wa,
+        wb=wb,
+        ws=ws,
+        wg=wg,
+        sizes=np.array([3, 5], np.int64),
+        starts=np.array([1], np.int64),
+        ends=np.array([8], np.int64),
+        axes=np.array([1], np.int64),
+        steps=np.array([2], np.int64),
+        idx=np.array([6, 2, 6], np.int64),
+    )
+    out = {o.node: o for o in m.neuron("h", 6).outgoing}
+    assert set(out) == {"yb", "yg"}  # not 'ya' (channels 0..2) nor 'ys' (1, 3, 5, 7)
+    np.testing.assert_array_equal(out["yb"].weights, wb[:, 3])  # Conv: [out_channels, kh, kw]
+    assert out["yb"].inputs == (3,)
+    np.testing.assert_array_equal(out["yg"].weights, wg[:, [0, 2]])
+    assert out["yg"].inputs == (0, 2)
+    out = {o.node: o for o in m.neuron("h", 5).outgoing}
+    assert set(out) == {"yb", "ys"}
+    np.testing.assert_array_equal(out["ys"].weights, ws[:, 2])
+    np.testing.assert_array_equal(out["yb"].weights, wb[:, 2])
+    assert not any("Split" in s.reason or "Slice" in s.reason for s in m.neuron("h", 5).stops)
+
+
+def test_split_along_another_axis_passes_the_unit_to_every_part(tmp_path):
+    w, w1, w2 = _r(3, 4), _r(4, 2), _r(4, 2)
+    m = _model(
+        """g (float[6, 3] x) => (float[2, 2] y1, float[4, 2] y2) {
+            h = MatMul(x, w)
+            p, q = Split <axis = 0> (h, sizes)
+            y1 = MatMul(p, w1)
+            y2 = MatMul(q, w2)
+        }""",
+        tmp_path,
+        w=w,
+        w1=w1,
+        w2=w2,
+        sizes=np.array([2, 4], np.int64),
+    )
+    out = {o.node: o.weights for o in m.neuron("h", 1).outgoing}
+    np.testing.assert_array_equal(out["y1"], w1[1])
+    np.testing.assert_array_equal(out["y2"], w2[1])
 
 
 def test_a_reshape_into_heads_is_a_stop(tmp_path):

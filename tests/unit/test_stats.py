@@ -83,3 +83,57 @@ def test_large_arrays_are_taken_in_slices_with_the_same_result(monkeypatch):
     assert sliced.m2 == pytest.approx(whole.m2, rel=1e-12)
     np.testing.assert_allclose(sliced.unit_m2, whole.unit_m2, rtol=1e-12)
     np.testing.assert_array_equal(sliced.unit_max, whole.unit_max)
+
+
+def test_blocks_with_and_without_nan_agree_with_numpy_in_every_layout(monkeypatch):
+    import onnxscope.stats as st
+
+    monkeypatch.setattr(
+        st, "_SLICE", 64
+    )  # many blocks: some clean, some with NaN/Inf, split inside a row too
+    rng = np.random.default_rng(4)
+    for shape, axis in (((6, 3, 5, 7), 1), ((6, 9, 20), 2), ((2, 100), 1), ((50,), None)):
+        a = rng.standard_normal(shape) * 3 + 2
+        flat = a.reshape(-1)
+        flat[[5, 77, 150] if flat.size > 150 else [5]] = [np.nan, np.inf, -np.inf][
+            : 3 if flat.size > 150 else 1
+        ]
+        a[..., 0] = np.maximum(a[..., 0], 0)
+        s = RunningStats.of(a, unit_axis=axis, op="Tanh")
+        ok = a[np.isfinite(a)]
+        assert (s.count, s.nan, s.inf, s.zeros) == (
+            ok.size,
+            np.isnan(a).sum(),
+            np.isinf(a).sum(),
+            (a == 0).sum(),
+        )
+        assert s.mean == pytest.approx(ok.mean(), rel=1e-12) and s.std == pytest.approx(ok.std(), rel=1e-12)
+        assert (s.min, s.max) == (ok.min(), ok.max())
+        if axis is None:
+            assert s.units == 0
+            continue
+        per = np.moveaxis(np.where(np.isfinite(a), a, np.nan), axis, -1).reshape(-1, shape[axis])
+        np.testing.assert_allclose(s.unit_mean, np.nanmean(per, axis=0), rtol=1e-12)
+        np.testing.assert_allclose(s.unit_std, np.nanstd(per, axis=0), rtol=1e-12)
+        np.testing.assert_array_equal(s.unit_min, np.nanmin(per, axis=0))
+        np.testing.assert_array_equal(s.unit_active, np.sum(per > 0, axis=0))
+        saturated = np.sum((per <= -0.99) | (per >= 0.99), axis=0)
+        np.testing.assert_array_equal(s.unit_saturated, saturated)
+
+
+def test_integer_boolean_half_and_empty_arrays():
+    ints = np.arange(24, dtype=np.int64).reshape(4, 6)
+    s = RunningStats.of(ints, unit_axis=1)
+    assert (
+        s.mean == ints.mean()
+        and s.std == pytest.approx(ints.std())
+        and s.unit_max.tolist() == ints[-1].tolist()
+    )
+    b = RunningStats.of(np.array([[True, False], [True, True]]), unit_axis=1)
+    assert b.unit_mean.tolist() == [1.0, 0.5] and b.zeros == 1
+    h = np.linspace(-1, 1, 12, dtype=np.float16).reshape(3, 4)
+    assert RunningStats.of(h, 1).mean == pytest.approx(h.astype(np.float64).mean(), abs=1e-12)
+    e = RunningStats.of(np.zeros((0, 3), np.float32), unit_axis=1)
+    assert e.count == 0 and e.units == 3 and e.unit_count.tolist() == [0, 0, 0]
+    with pytest.raises(TypeError, match="numeric array"):
+        RunningStats.of(np.array(["a"]))
