@@ -671,6 +671,26 @@ class _Checker:
                 )
         if domain == "":
             self.body_arity(n, given, what)
+            self.values(n, given, what)
+
+    def values(self, n: onnx.NodeProto, given: dict[str, onnx.AttributeProto], what: object) -> None:
+        """Attribute values onnxscope computes with (the schema gives types, not ranges)."""
+        perm = given.get("perm")
+        if n.op_type == "Transpose" and perm is not None and sorted(perm.ints) != list(range(len(perm.ints))):
+            raise self.fail(f"{what}: perm {list(perm.ints)[:8]} is not a permutation of the axes")
+        group = given.get("group")
+        if (
+            group is not None
+            and n.op_type in ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+            and group.i < 1
+        ):
+            raise self.fail(f"{what}: group is {group.i}; it must be 1 or more")
+        block = given.get("block_size")
+        if block is not None and block.i < 0:
+            raise self.fail(f"{what}: block_size is {block.i}; it must be 0 or more")
+        to = given.get("to")
+        if n.op_type == "Cast" and to is not None and to.i not in _DTYPES:
+            raise self.fail(f"{what}: 'to' is {to.i}, which is no ONNX element type")
 
     def body_arity(self, n: onnx.NodeProto, given: dict[str, onnx.AttributeProto], what: str) -> None:
         nin, nout = len(n.input), len(n.output)

@@ -270,7 +270,10 @@ def test_graphs_as_they_ship_still_load(tmp_path):
     assert "unused" in m.weights and m.weights["unused"].role == "unused"
     h = next(v for n in m.ir.graph for v in n.outputs if v.name == "h")
     a = next(v for n in m.ir.graph for v in n.outputs if v.name == "a")
-    assert [d if isinstance(d, int) else getattr(d, "value", None) for d in h.shape] == [None, 4]  # -1: unknown
+    assert [d if isinstance(d, int) else getattr(d, "value", None) for d in h.shape] == [
+        None,
+        4,
+    ]  # -1: unknown
     assert a.dtype is None  # an UNDEFINED element type is an unknown one
 
 
@@ -449,3 +452,38 @@ def test_a_body_output_taken_straight_from_the_enclosing_graph_is_refused(tmp_pa
         opset_imports=[helper.make_opsetid("", 17)],
     )
     _refused(p, tmp_path, "graph output 'x' is a value of the enclosing graph", "Identity")
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "said"),
+    [
+        ("Transpose", {"perm": [0, 5]}, "is not a permutation"),
+        ("Transpose", {"perm": [1, 1]}, "is not a permutation"),
+        ("Cast", {"to": 0}, "no ONNX element type"),
+    ],
+)
+def test_attribute_values_onnxscope_computes_with_are_checked(tmp_path, op, attrs, said):
+    p = helper.make_model(
+        helper.make_graph(
+            [helper.make_node(op, ["x"], ["y"], "n", **attrs)],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    _refused(p, tmp_path, f"node 'n' ({op})", said)
+
+
+def test_a_convolution_with_group_zero_is_refused(tmp_path):
+    p = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], "conv", group=0)],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    _refused(p, tmp_path, "node 'conv' (Conv): group is 0")
