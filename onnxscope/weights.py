@@ -171,10 +171,12 @@ def _broadcast_param(
     if p.ndim == 0 or p.size == 1:
         return p.reshape(())
     where = f"a quantization parameter of shape {list(p.shape)}"
-    if axis is None:
-        raise InputError(
-            f"{where} needs an axis for a tensor of shape {list(target)} (per tensor: one value)"
-        )
+    if axis is None:  # no axis: the parameter broadcasts (e.g. a [rows, 1] scale of weight-only quantization)
+        try:
+            np.broadcast_shapes(p.shape, tuple(target))
+        except ValueError:
+            raise InputError(f"{where} does not broadcast against a tensor of shape {list(target)}") from None
+        return p
     if not -ndim <= axis < ndim:
         raise InputError(f"{where}: axis {axis} is out of range for a tensor of shape {list(target)}")
     axis = axis % ndim

@@ -157,10 +157,19 @@ def test_a_node_with_too_few_inputs_for_its_schema_is_refused(tmp_path):
     _refused(p, tmp_path, "node 'fc1' (Gemm) has 1 input(s); Gemm takes 2 to 3")
 
 
-def test_an_op_from_a_later_opset_is_refused(tmp_path):
-    p = _mlp_proto()
-    p.graph.node[1].op_type = "Attention"
-    _refused(p, tmp_path, "Attention does not exist in opset 17")
+def test_an_onnx_domain_op_onnxruntime_registers_before_its_opset_still_loads(tmp_path):
+    """onnxruntime's transformer optimizer writes LayerNormalization at opset 14 (it is ONNX only from 17)."""
+    p = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("LayerNormalization", ["x", "g"], ["y"], "ln", axis=-1)],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+            [numpy_helper.from_array(np.ones(4, np.float32), "g")],
+        ),
+        opset_imports=[helper.make_opsetid("", 14)],
+    )
+    assert onnxscope.load(_save(p, tmp_path)).nodes[0].op_type == "LayerNormalization"
 
 
 # -- structure ---------------------------------------------------------------------------------------------
