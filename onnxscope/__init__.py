@@ -64,6 +64,9 @@ _WHERE = {
     "CaptureError": "errors",
     "ConversionError": "errors",
     "MissingDependencyError": "errors",
+    "ResourceError": "errors",
+    "OutputError": "errors",
+    "InternalError": "errors",
 }
 
 if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
@@ -74,11 +77,14 @@ if TYPE_CHECKING:  # type checkers and IDEs see the same names, imported eagerly
         CaptureError,
         ConversionError,
         InputError,
+        InternalError,
         MissingDependencyError,
         ModelLoadError,
         NoPathError,
         NotFoundError,
         OnnxscopeError,
+        OutputError,
+        ResourceError,
         UnsupportedError,
     )
     from onnxscope.expose import TensorMeta
@@ -156,6 +162,9 @@ __all__ = [
     "CaptureError",
     "ConversionError",
     "MissingDependencyError",
+    "ResourceError",
+    "OutputError",
+    "InternalError",
 ]
 
 

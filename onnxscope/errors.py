@@ -2,6 +2,9 @@
 
 Every failure a user can cause is an :class:`OnnxscopeError` subclass whose message is one line that names
 the offender and, where there are any, the valid alternatives. The CLI prints that line and exits non-zero.
+A bug of onnxscope's own is an :class:`InternalError` — deliberately *not* an ``OnnxscopeError``, so that code
+catching user errors never swallows it — and the CLI reports it (and any other unexpected exception) as an
+"internal error" with exit code 70.
 
 Example:
     >>> from onnxscope.errors import NotFoundError, OnnxscopeError
@@ -18,11 +21,14 @@ __all__ = [
     "CaptureError",
     "ConversionError",
     "InputError",
+    "InternalError",
     "MissingDependencyError",
     "ModelLoadError",
     "NoPathError",
     "NotFoundError",
     "OnnxscopeError",
+    "OutputError",
+    "ResourceError",
     "UnsupportedError",
     "closest",
 ]
@@ -81,6 +87,30 @@ class MissingDependencyError(OnnxscopeError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
     exit_code = 8
+
+
+class ResourceError(OnnxscopeError):
+    """An allocation sized from a declared shape would exceed the memory budget (see :mod:`onnxscope.limits`)."""
+
+    exit_code = 9
+
+
+class OutputError(OnnxscopeError, OSError):
+    """A result could not be written: a missing or read-only folder, a full disk, a directory in the way.
+
+    Also an ``OSError``, so code that already catches I/O errors keeps working. Nothing half-written is left.
+    """
+
+    exit_code = 10
+
+
+class InternalError(Exception):
+    """A bug in onnxscope itself (an invariant broken), never caused by the user's files or arguments.
+
+    Not an :class:`OnnxscopeError`: ``except OnnxscopeError`` must not hide it. The CLI exits with 70.
+    """
+
+    exit_code = 70
 
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from onnxscope._files import check_npy_header, check_npz, open_regular
 from onnxscope._load import read_tensor_pb
-from onnxscope.errors import InputError, ModelLoadError
+from onnxscope.errors import InputError, OnnxscopeError
 from onnxscope.graph import Graph, dim_of
 from onnxscope.graph import attr as graph_attr
 
@@ -123,22 +124,29 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
 
 
 def _read_file(path: str) -> dict[str, np.ndarray] | np.ndarray:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"input file {path!r} not found")
-    suffix = p.suffix.lower()
-    if suffix == ".pb":
-        return read_tensor_pb(p)[1]  # type: ignore[return-value]
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as e:  # object arrays need pickle: refused
-        raise InputError(f"input file {path!r}: {e} (pickled data is never loaded)") from e
-    except OSError as e:
-        raise InputError(f"input file {path!r} is not a .npy, .npz or .pb file ({e})") from e
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    return loaded
+    """One input file: ``.pb`` (ONNX ``TensorProto``), ``.npy`` or ``.npz``. Only regular files are opened (a FIFO
+    or device is refused first); array headers are checked against the memory budget before any data is read."""
+    label = f"input file {path!r}"
+    if Path(path).suffix.lower() == ".pb":
+        return read_tensor_pb(path, InputError)[1]  # type: ignore[return-value]
+    with open_regular(path, label, InputError) as f:
+        try:
+            if f.read(4) == b"PK\x03\x04":  # a zip: .npz
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as z:
+                    check_npz(z, label, InputError)
+                    return {k: z[k] for k in z.files}
+            f.seek(0)
+            check_npy_header(f, label, InputError)
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        except OnnxscopeError:
+            raise
+        except Exception as e:  # zipfile, zlib, numpy on a damaged file: BadZipFile, EOFError…
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "allow_pickle" in reason:
+                reason = "it holds Python objects; pickled data is never loaded"
+            raise InputError(f"{label} is not a readable .npy, .npz or .pb file ({reason})") from e
 
 
 def read_inputs(
@@ -147,7 +155,8 @@ def read_inputs(
     """Read inputs given as ``name=file`` (``.npy`` or ONNX ``TensorProto`` ``.pb``) and/or one bundle.
 
     ``bundle`` is an ``.npz`` (keys are input names) or an ONNX test-data-set folder of ``input_*.pb`` files
-    (named by the names stored in them).
+    (named by the names stored in them). A ``.pb`` tensor's external data must lie in the ``.pb``'s own folder
+    (the rules of :func:`onnxscope._load.resolve_external`); non-regular files are refused before being opened.
 
     Example:
         >>> import tempfile
@@ -165,11 +174,8 @@ def read_inputs(
             )
             if not files:
                 raise InputError(f"input folder {os.fspath(b)!r} has no input_*.pb files")
-            for f in files:
-                try:
-                    name, arr = read_tensor_pb(f)
-                except ModelLoadError as e:
-                    raise InputError(str(e)) from e
+            for f in files:  # external data of a .pb resolves inside this folder, never the working directory
+                name, arr = read_tensor_pb(f, InputError)
                 feeds[name or f.stem] = np.asarray(arr)
         else:
             data = _read_file(os.fspath(b))

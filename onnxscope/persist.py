@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
-from onnxscope.errors import ModelLoadError
+from onnxscope._files import check_npz, open_regular
+from onnxscope.errors import ModelLoadError, OnnxscopeError
 from onnxscope.expose import TensorMeta
 from onnxscope.model import Model, load
 from onnxscope.render import save_npz
@@ -57,14 +59,75 @@ def save_capture(cap: Capture, path: str | os.PathLike[str]) -> str:
     return save_npz(path, arrays)
 
 
+def _is_str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+def _check_meta(meta: Any, names: list[str]) -> str | None:
+    """What is wrong with a capture's metadata, or ``None``: types are checked here so that no later read trips
+    on a hand-edited or damaged file (``names`` are the file's array entries)."""
+    if not isinstance(meta, dict):
+        return "the metadata is not an object"
+    fmt = meta.get("format", 1)
+    if fmt not in (1, _FORMAT):
+        return f"format {fmt!r} (this onnxscope reads formats 1 and {_FORMAT})"
+    missing = [k for k in ("tensors", "inputs", "outputs", *(["keys"] if fmt == 1 else [])) if k not in meta]
+    if missing:
+        return f"no {', '.join(map(repr, missing))}"
+    if not (meta.get("model") is None or isinstance(meta["model"], str)):
+        return "'model' is not a path"
+    if not (meta.get("optimization") is None or isinstance(meta["optimization"], str)):
+        return "'optimization' is not a level"
+    for key in ("inputs", "outputs", "keys", "constants"):
+        if not _is_str_list(meta.get(key, [])):
+            return f"{key!r} is not a list of names"
+    if fmt == 1 and len(meta["keys"]) != len(names):
+        return f"{len(meta['keys'])} names for {len(names)} arrays"
+    skipped = meta.get("skipped", {})
+    if not (isinstance(skipped, dict) and all(isinstance(v, str) for v in skipped.values())):
+        return "'skipped' is not a mapping of names to reasons"
+    nodes = meta.get("nodes", {})
+    if not isinstance(nodes, dict):
+        return "'nodes' is not a mapping"
+    for name, n in nodes.items():
+        ios = [*n.get("inputs", []), *n.get("outputs", [])] if isinstance(n, dict) else [0]
+        if not (
+            isinstance(n, dict)
+            and isinstance(n.get("op"), str)
+            and all(isinstance(v, (str, type(None))) for v in ios)
+        ):
+            return f"node {name!r} is malformed"
+    tensors = meta["tensors"]
+    if not isinstance(tensors, dict):
+        return "'tensors' is not a mapping"
+    for name, t in tensors.items():
+        ok = (
+            isinstance(t, dict)
+            and isinstance(t.get("name"), str)
+            and isinstance(t.get("tensor"), str)
+            and all(isinstance(t.get(k), (str, type(None))) for k in ("node", "op", "module", "source"))
+            and isinstance(t.get("scopes"), list)
+            and all(isinstance(sc, list) and len(sc) == 3 and _is_str_list(sc) for sc in t["scopes"])
+            and isinstance(t.get("conditions"), list)
+            and all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) for c in t["conditions"])
+        )
+        if not ok:
+            return f"tensor {name!r} is malformed"
+    return None
+
+
 def load_capture(
     path: str | os.PathLike[str], model: Model | str | os.PathLike[str] | None = None
 ) -> Capture:
     """Read a capture written by :meth:`Capture.save`; pass ``model`` to read weights, folded tensors and use
     ``.neuron``.
 
+    Only a regular file is opened (a FIFO or device is refused first); every array header is checked against the
+    memory budget and the metadata's types before anything is read; nothing is ever unpickled.
+
     Raises:
-        ModelLoadError: not a readable onnxscope capture.
+        ModelLoadError: not a readable onnxscope capture (missing, not a regular file, not an ``.npz``, damaged,
+            or with broken metadata).
 
     Example:
         >>> import numpy as np, onnxscope, tempfile, os
@@ -75,23 +138,42 @@ def load_capture(
         (True, 'Gemm')
     """
     p = os.fspath(path)
-    if not os.path.exists(p):
+    if not os.path.lexists(p):
         raise ModelLoadError(f"{p}: no such capture file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            if META_KEY not in z.files:
-                raise ModelLoadError(f"{p}: not an onnxscope capture (no {META_KEY} entry)")
-            meta = json.loads(bytes(z[META_KEY]).decode())
-            if meta.get("format", 1) == 1:  # arrays under t0, t1… in the order of "keys"
-                arrays = {k: z[f"t{i}"] for i, k in enumerate(meta["keys"])}
-                folded = list(meta.get("constants", []))
-            else:
-                arrays = {k: z[k] for k in z.files if k != META_KEY}
-                folded = [k for k, m in meta["tensors"].items() if m.get("source") == "folded"]
-            tensors = {k: TensorMeta.from_dict(v) for k, v in meta["tensors"].items()}
-            inputs = tuple(meta["inputs"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelLoadError(f"{p}: not a readable onnxscope capture ({e})") from e
+    with open_regular(p, f"capture file {p!r}", ModelLoadError) as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ModelLoadError(f"{p}: not an onnxscope capture (not an .npz file)")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                if META_KEY not in z.files:
+                    raise ModelLoadError(f"{p}: not an onnxscope capture (no {META_KEY} entry)")
+                check_npz(z, f"capture file {p!r}", ModelLoadError)
+                raw = z[META_KEY]
+                if raw.dtype != np.uint8 or raw.ndim != 1:
+                    raise ModelLoadError(
+                        f"{p}: not a readable onnxscope capture (metadata of type {raw.dtype})"
+                    )
+                meta = json.loads(bytes(raw).decode())
+                names = [k for k in z.files if k != META_KEY]
+                problem = _check_meta(meta, names)
+                if problem:
+                    raise ModelLoadError(
+                        f"{p}: not a readable onnxscope capture (broken metadata: {problem})"
+                    )
+                if meta.get("format", 1) == 1:  # arrays under t0, t1… in the order of "keys"
+                    arrays = {k: z[f"t{i}"] for i, k in enumerate(meta["keys"])}
+                    folded = list(meta.get("constants", []))
+                else:
+                    arrays = {k: z[k] for k in names}
+                    folded = [k for k, m in meta["tensors"].items() if m.get("source") == "folded"]
+                tensors = {k: TensorMeta.from_dict(v) for k, v in meta["tensors"].items()}
+                inputs = tuple(meta["inputs"])
+        except OnnxscopeError:
+            raise
+        except Exception as e:  # zipfile, zlib, numpy, json on a damaged file: BadZipFile, EOFError…
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelLoadError(f"{p}: not a readable onnxscope capture ({reason})") from e
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
     provenance = Provenance(

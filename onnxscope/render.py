@@ -9,18 +9,21 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from onnxscope.errors import InputError
+from onnxscope._files import kind_of
+from onnxscope.errors import InputError, OutputError
 
-__all__ = ["atomic_write", "fmt_bytes", "fmt_num", "save_npz", "table", "to_json"]
+__all__ = ["atomic_write", "check_output_path", "fmt_bytes", "fmt_num", "save_npz", "table", "to_json"]
 
 
 def fmt_num(x: Any) -> str:
@@ -97,28 +100,71 @@ def to_json(obj: Any) -> str:
     return json.dumps(_clean(json.loads(json.dumps(obj, default=_default, allow_nan=True))))
 
 
+def check_output_path(path: str | os.PathLike[str]) -> str:
+    """The folder a file written to ``path`` will land in; :class:`~onnxscope.errors.OutputError` first if the
+    folder is missing or not writable, or ``path`` is a directory, a FIFO or a device (commands call this
+    before long work, :func:`atomic_write` again before writing).
+
+    Example:
+        >>> check_output_path("/no/such/folder/x.npz")
+        Traceback (most recent call last):
+        ...
+        onnxscope.errors.OutputError: cannot write '/no/such/folder/x.npz': folder '/no/such/folder' does not exist
+    """
+    path = os.fspath(path)
+    if "\0" in path:
+        raise OutputError(f"cannot write {path!r}: a path cannot contain a NUL byte")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise OutputError(f"cannot write {path!r}: folder {folder!r} {what}")
+    try:
+        st = os.stat(path)
+    except OSError:
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"cannot write {path!r}: it is a directory; give a file name")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"cannot write {path!r}: it is {kind_of(st.st_mode)}, not a regular file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path!r}: folder {folder!r} is not writable")
+    return folder
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> str:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    An interrupted run leaves either the old file or none, never half of a new one.
+    An interrupted or failed run leaves either the old file or none, never half of a new one. The file gets the
+    permissions of any new file (``0o666`` less the umask), so a shared folder stays readable. A missing or
+    read-only folder, a full disk, or a directory or device at ``path`` raise a one-line
+    :class:`~onnxscope.errors.OutputError`.
 
     Example:
         >>> import tempfile
         >>> p = os.path.join(tempfile.mkdtemp(), "x.txt")
         >>> atomic_write(p, lambda t: open(t, "w").write("hi")) == p
         True
+        >>> atomic_write(os.path.dirname(p), lambda t: None)
+        Traceback (most recent call last):
+        ...
+        onnxscope.errors.OutputError: cannot write '...': it is a directory; give a file name
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise InputError(f"cannot write {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnxscope-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
+    folder = check_output_path(path)
+    tmp = os.path.join(folder, f".onnxscope-{secrets.token_hex(6)}{os.path.splitext(path)[1]}")
     try:
+        # os.open applies the umask to 0o666, as open() would; mkstemp's 0o600 would hide the file from others
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
         write(tmp)
         os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise OutputError(f"cannot write {path!r}: {reason}") from e
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
     return path
 

@@ -25,8 +25,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope._load import iter_tensors
-from onnxscope.errors import InputError, NotFoundError, UnsupportedError, closest
+from onnxscope.errors import InputError, ModelLoadError, NotFoundError, UnsupportedError, closest
 from onnxscope.graph import WEIGHT_TRANSFORMS, WEIGHTED_OPS, Graph, attr
+from onnxscope.limits import check_array
 
 __all__ = [
     "Quantization",
@@ -152,26 +153,59 @@ class Quantization:
     block_size: int = 0
 
     def apply(self, q: np.ndarray) -> np.ndarray:
-        """Dequantize ``q`` with these parameters (float32 unless the scale is another float type)."""
-        return dequantize_linear(q, self.scale, self.zero_point, self.axis, self.block_size)
+        """Dequantize ``q`` with these parameters (float32 unless the scale is another float type).
+
+        Parameters that do not fit ``q`` come from a malformed model: :class:`ModelLoadError` naming the node.
+        """
+        try:
+            return dequantize_linear(q, self.scale, self.zero_point, self.axis, self.block_size)
+        except InputError as e:
+            raise ModelLoadError(f"{self.kind} node {self.node!r}: {e}") from None
 
 
 def _broadcast_param(
     p: np.ndarray, ndim: int, axis: int | None, block_size: int, target: tuple[int, ...]
 ) -> np.ndarray:
+    """A scale or zero point shaped to broadcast against a tensor of shape ``target``; :class:`InputError` when
+    its shape does not fit (per tensor: one value; per axis: one per slice of ``axis``; blocked: one per block)."""
     if p.ndim == 0 or p.size == 1:
         return p.reshape(())
-    if axis is None:
+    where = f"a quantization parameter of shape {list(p.shape)}"
+    if axis is None:  # no axis: the parameter broadcasts (e.g. a [rows, 1] scale of weight-only quantization)
+        try:
+            np.broadcast_shapes(p.shape, tuple(target))
+        except ValueError:
+            raise InputError(f"{where} does not broadcast against a tensor of shape {list(target)}") from None
         return p
+    if not -ndim <= axis < ndim:
+        raise InputError(f"{where}: axis {axis} is out of range for a tensor of shape {list(target)}")
     axis = axis % ndim
     if block_size:
+        if block_size < 0:
+            raise InputError(f"{where}: block_size {block_size} is negative")
+        want = [*target]
+        want[axis] = -(-target[axis] // block_size)
+        if list(p.shape) != want:
+            raise InputError(
+                f"{where} does not fit blocks of {block_size} along axis {axis} of a tensor of shape "
+                f"{list(target)} (expected {want})"
+            )
         p = np.repeat(p, block_size, axis=axis)
         return np.take(p, np.arange(target[axis]), axis=axis)
-    if p.ndim == 1:
-        shape = [1] * ndim
-        shape[axis] = p.shape[0]
-        return p.reshape(shape)
-    return p
+    if p.ndim > 1:  # e.g. a [1, N] scale multiplied in after MatMulInteger: fine if it broadcasts
+        try:
+            np.broadcast_shapes(p.shape, tuple(target))
+            return p
+        except ValueError:
+            pass
+    if p.ndim != 1 or p.shape[0] != target[axis]:
+        raise InputError(
+            f"{where} does not fit axis {axis} of a tensor of shape {list(target)} "
+            f"(expected {target[axis]} values)"
+        )
+    shape = [1] * ndim
+    shape[axis] = p.shape[0]
+    return p.reshape(shape)
 
 
 def _as_real(a: np.ndarray) -> np.ndarray:
@@ -198,6 +232,9 @@ def dequantize_linear(
     """
     scale = np.asarray(scale)
     q = np.asarray(q)
+    check_array(
+        q.shape, 4 if q.dtype.itemsize <= 2 else 16, f"dequantizing a {q.dtype} tensor {list(q.shape)}"
+    )
     if q.dtype.kind in "iu" and q.dtype.itemsize <= 2 and scale.dtype == np.float32:
         # 8- and 16-bit integers are exact in float32: the same arithmetic as DequantizeLinear, without int64
         s = _broadcast_param(scale, q.ndim, axis, block_size, q.shape)
@@ -296,6 +333,26 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
     if inner is None:
         return None
     arr, src, how = inner
+    try:
+        return _fold(node, arr, src, how)
+    except (
+        InputError,
+        ValueError,
+        TypeError,
+        IndexError,
+        OverflowError,
+    ) as e:  # np.AxisError is a ValueError
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(
+            f"the model is malformed: the constant {src!r} cannot pass through {node.op_type} "
+            f"{(node.name or '')!r} ({reason})"
+        ) from e
+
+
+def _fold(
+    node: ir.Node, arr: np.ndarray, src: str, how: tuple[str, ...]
+) -> tuple[np.ndarray, str, tuple[str, ...]] | None:
+    """One step of :func:`const_array`: ``node`` (a weight transform) applied to the constant ``arr``."""
     op = node.op_type
     if op == "DequantizeLinear":
         q = _dq_params(node)
@@ -316,7 +373,9 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
         perm = attr(node, "perm", None)
         return np.transpose(arr, perm), src, (*how, "transposed")
     if op == "Cast":
-        return arr.astype(ir.DataType(int(attr(node, "to", 1))).numpy()), src, (*how, "cast")
+        to = np.dtype(ir.DataType(int(attr(node, "to", 1))).numpy())
+        check_array(arr.shape, to.itemsize, f"casting {src!r} to {to}")
+        return arr.astype(to), src, (*how, "cast")
     if op == "Reshape":
         shape = _const(node.inputs[1])
         if shape is None:
@@ -653,8 +712,8 @@ class Weight:
 
     @property
     def size(self) -> int:
-        """Number of elements."""
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        """Number of elements (an exact integer: no overflow)."""
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -687,13 +746,19 @@ class Weight:
         return None
 
     def dequantize(self) -> np.ndarray:
-        """Real values of a quantized weight; :class:`UnsupportedError` if nothing dequantizes it."""
+        """Real values of a quantized weight; :class:`UnsupportedError` if nothing dequantizes it.
+
+        Allocates the real values (float32, or the scale's wider type): refused with a
+        :class:`~onnxscope.errors.ResourceError` above the memory budget (:mod:`onnxscope.limits`).
+        """
         q = self.quantization
         if q is None:
             raise UnsupportedError(
                 f"weight {self.name!r} ({self.dtype}) is not quantized: no DequantizeLinear, QLinearConv, "
                 "QLinearMatMul, MatMulInteger or ConvInteger dequantizes it"
             )
+        itemsize = max(4, np.asarray(q.scale).dtype.itemsize)
+        check_array(self.shape, itemsize, f"dequantizing weight {self.name!r} {list(self.shape)}")
         return q.apply(self.numpy())
 
     def values(self, dequantize: bool = True) -> np.ndarray:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from onnxscope.cli._args import add_input_args, input_kwargs
-from onnxscope.errors import InputError, MissingDependencyError
+from onnxscope.errors import InputError, MissingDependencyError, OutputError
 from onnxscope.render import atomic_write, table, to_json
 
 
@@ -37,6 +37,10 @@ def _png(path: str, a: np.ndarray) -> None:
 
 def run(args: argparse.Namespace) -> str:
     """List the attention blocks; capture and summarize (or draw) their maps when inputs are given."""
+    if args.png and not os.path.isdir(args.png):
+        raise InputError(f"--png {args.png!r}: no such folder")
+    if args.png and not os.access(args.png, os.W_OK | os.X_OK):
+        raise OutputError(f"--png {args.png!r}: the folder is not writable")
     from onnxscope.model import load
     from onnxscope.patterns import find_attention
 
@@ -52,8 +56,6 @@ def run(args: argparse.Namespace) -> str:
         maps = {b.name: cap.attention(b) for b in blocks if b.probabilities}
     written = []
     if args.png:
-        if not os.path.isdir(args.png):
-            raise InputError(f"--png {args.png!r}: no such folder")
         for name, a in maps.items():
             sample = a.reshape(-1, *a.shape[-3:])[0]
             for h in range(sample.shape[0]):

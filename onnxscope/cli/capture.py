@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxscope.cli._args import add_input_args, add_selection_args, input_kwargs
-from onnxscope.render import fmt_num, table, to_json
+from onnxscope.render import check_output_path, fmt_num, table, to_json
 
 if TYPE_CHECKING:
     from onnxscope.result import Capture
@@ -101,6 +101,8 @@ def render(cap: Capture, as_json: bool, saved: str | None = None) -> str:
 
 def run(args: argparse.Namespace) -> str:
     """Capture ``args.model`` on the given inputs."""
+    if args.out:
+        check_output_path(args.out)
     from onnxscope.inputs import resolve_dims
     from onnxscope.model import load
     from onnxscope.session import capture

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from typing import Any
 
-from onnxscope.cli._args import add_selection_args
-from onnxscope.errors import InputError, MissingDependencyError
+from onnxscope.cli._args import add_selection_args, positive_int
+from onnxscope.errors import InputError, MissingDependencyError, OutputError
+from onnxscope.limits import parse_size as _parse_size
 from onnxscope.render import fmt_bytes, to_json
 
 
@@ -28,13 +30,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--resume", action="store_true", help="continue a store an interrupted run left")
     p.add_argument(
         "--max-memory",
+        type=_size,
         metavar="SIZE",
         help="budget for one batch's captures, e.g. 512M or 2G; over it, the tensors are split across several runs",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="run on a local Dask cluster of N single-threaded worker processes",
     )
@@ -43,16 +46,43 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="onnxruntime intra-op threads per process (default: 1 per worker)",
     )
     p.add_argument(
         "--compression", metavar="CODEC", help="zstd[:LEVEL], blosc[:LEVEL] or gzip[:LEVEL] (default: none)"
     )
-    p.add_argument("--chunk-size", metavar="SIZE", help="target chunk size along the samples (default 4M)")
-    p.add_argument("--shard-batches", type=int, metavar="N", help="batches per shard (default: automatic)")
+    p.add_argument(
+        "--chunk-size", type=_size, metavar="SIZE", help="target chunk size along the samples (default 4M)"
+    )
+    p.add_argument(
+        "--shard-batches", type=positive_int, metavar="N", help="batches per shard (default: automatic)"
+    )
     p.set_defaults(func=run)
+
+
+def _size(text: str) -> int:
+    """``512M`` → bytes (K, M, G, T: powers of 1024; a plain number is bytes), as an argparse type."""
+    try:
+        return _parse_size(text, "size")
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("size ")) from None
+
+
+def _check_store_path(path: str) -> None:
+    """A local store is a folder: its parent must exist, and nothing but a folder (to resume) may be there.
+    Other URLs (``memory://``, ``s3://``…) are the store library's to check."""
+    if "://" in path and not path.startswith("file://"):
+        return
+    path = path.removeprefix("file://")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot write store {path!r}: folder {parent!r} does not exist")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"cannot write store {path!r}: it exists and is not a folder")
+    if not os.access(path if os.path.isdir(path) else parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write store {path!r}: not writable")
 
 
 @contextlib.contextmanager
@@ -87,6 +117,7 @@ def run(args: argparse.Namespace) -> str:
     from onnxscope._dataset_io import parse_size
     from onnxscope.dataset import capture_dataset
 
+    _check_store_path(args.out)
     max_memory = parse_size(args.max_memory, "--max-memory")
     chunk_size = parse_size(args.chunk_size, "--chunk-size")
     with _client(args) as client:

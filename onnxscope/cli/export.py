@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from onnxscope._files import check_regular
+from onnxscope.cli._args import non_negative_int, positive_int
 from onnxscope.errors import InputError
-from onnxscope.render import fmt_num, table, to_json
+from onnxscope.render import check_output_path, fmt_num, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -36,9 +38,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     k.add_argument("source", help="path to the Keras model")
     for q in (t, k):
         q.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the model")
-        q.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+        q.add_argument(
+            "--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)"
+        )
         q.add_argument("--check", action="store_true", help="compare every mapped layer with the framework")
-        q.add_argument("--seed", type=int, default=0, help="seed of the random inputs used by --check")
+        q.add_argument(
+            "--seed", type=non_negative_int, default=0, help="seed of the random inputs used by --check"
+        )
         q.set_defaults(func=run)
 
 
@@ -54,15 +60,32 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def load_factory(spec: str) -> Any:
-    """Call ``module:function`` (or ``file.py:function``) and return what it builds."""
+def _factory_parts(spec: str) -> tuple[str, str]:
+    """``(target, function)`` of ``MODULE:FACTORY``; a ``file.py`` target must be a readable regular file."""
     target, sep, fn = spec.rpartition(":")
     if not sep or not target or not fn:
         raise InputError(f"{spec!r}: expected MODULE:FACTORY, e.g. mypkg.models:build or models.py:build")
+    if target.endswith(".py") or os.sep in target:
+        check_regular(target, f"{spec!r}: file {target!r}", InputError)
+        if not os.access(target, os.R_OK):
+            raise InputError(f"{spec!r}: file {target!r}: permission denied")
+    return target, fn
+
+
+def _check_source(path: str) -> None:
+    """A Keras model is a readable file or a (SavedModel) folder: refused here, before tensorflow is imported."""
+    if os.path.isdir(path):
+        return
+    check_regular(path, f"Keras model {path!r}", InputError)
+    if not os.access(path, os.R_OK):
+        raise InputError(f"Keras model {path!r}: permission denied")
+
+
+def load_factory(spec: str) -> Any:
+    """Call ``module:function`` (or ``file.py:function``) and return what it builds."""
+    target, fn = _factory_parts(spec)
     try:
         if target.endswith(".py"):
-            if not os.path.exists(target):
-                raise InputError(f"{spec!r}: no file {target!r}")
             name = os.path.splitext(os.path.basename(target))[0]
             module_spec = importlib.util.spec_from_file_location(name, target)
             module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
@@ -81,6 +104,11 @@ def load_factory(spec: str) -> Any:
 
 def run(args: argparse.Namespace) -> str:
     """Export, then report (and check, when asked)."""
+    check_output_path(args.output)
+    if args.framework == "torch":
+        _factory_parts(args.factory)
+    else:
+        _check_source(args.source)
     import converters
 
     rng = np.random.default_rng(args.seed)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from onnxscope.render import to_json
+from onnxscope.cli._args import positive_int
+from onnxscope.render import check_output_path, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("source", help="tensor or node name")
     p.add_argument("target", help="tensor or node name")
     p.add_argument(
-        "--limit", type=int, default=10, help="at most this many paths, shortest first (default 10)"
+        "--limit", type=positive_int, default=10, help="at most this many paths, shortest first (default 10)"
     )
     p.add_argument(
         "--extract", metavar="OUT.onnx", help="also write the sub-model from SOURCE to TARGET (tensors)"
@@ -24,6 +25,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """Print the paths (and, for tensors, the nodes between them)."""
+    if args.extract:
+        check_output_path(args.extract)
     from onnxscope.model import load
     from onnxscope.paths import all_paths, between
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from onnxscope.cli._args import add_input_args, input_kwargs
+from onnxscope.cli._args import add_input_args, input_kwargs, non_negative_float, non_negative_int
 from onnxscope.errors import InputError
-from onnxscope.render import fmt_bytes, to_json
+from onnxscope.render import check_output_path, fmt_bytes, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -31,9 +31,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="compare with another model (e.g. its quantized version) on the same inputs",
     )
     add_input_args(p)  # inputs to capture MODEL (and OTHER) with, instead of --capture
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance for --compare (default 1e-3)")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance for --compare (default 1e-4)")
-    p.add_argument("--sample", type=int, default=0, help="which input of the batch the attention maps show")
+    p.add_argument("--rtol", type=non_negative_float, default=1e-3, help="relative tolerance for --compare (default 1e-3)")
+    p.add_argument("--atol", type=non_negative_float, default=1e-4, help="absolute tolerance for --compare (default 1e-4)")
+    p.add_argument("--sample", type=non_negative_int, default=0, help="which input of the batch the attention maps show")
     p.add_argument("--title", help="the page's title (default: the model's file name)")
     p.set_defaults(func=run)
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> str:
     from onnxscope.model import load
     from onnxscope.page import report
 
+    check_output_path(args.out)
     model = load(args.model)
     dims = parse_dims(args.dim)
     cap = None

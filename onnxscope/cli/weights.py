@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from onnxscope.render import fmt_bytes, save_npz, table, to_json
+from onnxscope.render import check_output_path, fmt_bytes, save_npz, table, to_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> str:
     """List (and optionally audit or save) the weights of ``args.model``."""
+    if args.save:
+        check_output_path(args.save)
     from onnxscope.model import load
 
     model = load(args.model)
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> str:
         arrays = {}
         for k, w in ws.items():
             a = np.asarray(w.values(dequantize))
-            arrays[k] = a if a.dtype.kind in "biuf" else a.astype(np.float32)
+            if a.dtype.kind == "O":  # string tensors: fixed-width bytes, which .npz stores without pickle
+                a = a.astype(np.bytes_)
+            arrays[k] = a if a.dtype.kind in "biufcS" else a.astype(np.float32)
         saved = save_npz(args.save, arrays)
     if args.json:
         out = []

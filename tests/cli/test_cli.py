@@ -157,7 +157,7 @@ def test_unknown_weight_filter_lists_the_ops():
 
 
 def test_save_refuses_a_missing_folder(tmp_path):
-    _assert_one_line_error(run("weights", FIXTURE, "--save", tmp_path / "no" / "w.npz"), 4, "does not exist")
+    _assert_one_line_error(run("weights", FIXTURE, "--save", tmp_path / "no" / "w.npz"), 10, "does not exist")
 
 
 def test_verbose_shows_the_traceback(tmp_path):

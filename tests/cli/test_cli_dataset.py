@@ -88,10 +88,10 @@ def test_resume_with_another_selection_or_weights_is_refused_in_one_line(setup, 
         "'small_cnn.onnx.data' differs",
     )
     assert tree(out) == before
-    _one_line_error(
+    _one_line_error(  # refused as the arguments are parsed (a usage error: exit 2)
         capsys,
-        4,
+        2,
         ["dataset", model, data, "--out", tmp_path / "x.zarr", "--chunk-size", "4Q"],
-        "--chunk-size '4Q'",
+        "--chunk-size: '4Q'",
     )
     assert not (tmp_path / "x.zarr").exists()
