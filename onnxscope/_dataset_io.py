@@ -52,14 +52,9 @@ def parse_size(text: str | int | None, what: str = "size") -> int | None:
     """
     if text is None or isinstance(text, int):
         return text
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    scale = units.get(t[-1:], 1)
-    number = t[:-1] if t[-1:] in units else t
-    try:
-        value = int(float(number) * scale)
-    except ValueError:
-        raise InputError(f"{what} {text!r}: expected a size such as 512M or 2G") from None
+    from onnxscope.limits import parse_size as parse
+
+    value = parse(text, what)
     if value <= 0:
         raise InputError(f"{what} {text!r}: must be positive")
     return value

@@ -165,18 +165,33 @@ class DatasetStore(Mapping[str, Any]):
         self.path = os.fspath(path)
         self._storage_options = storage_options
         self._files = Files(self.path, storage_options)
-        info = self._files.read_json(PROGRESS)
-        run = self._files.read_json(RUN)
+        try:
+            info = self._files.read_json(PROGRESS)
+            run = self._files.read_json(RUN)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelLoadError(
+                f"{self.path}: a damaged onnxscope dataset store (its own files: {e})"
+            ) from e
+        except OSError as e:
+            raise ModelLoadError(f"{self.path}: cannot read the store ({e.strerror or e})") from e
         if info is None or run is None:
             raise ModelLoadError(f"{self.path}: not an onnxscope dataset store (no {META}/{PROGRESS})")
-        self.run: dict[str, Any] = run
-        self.plan = Plan.from_dict(run["plan"]) if run.get("plan") else None
-        stored = [] if self.plan is None or run["settings"]["stats_only"] else self.plan.tensors
-        self._tensors: dict[str, TensorPlan] = {t.name: t for t in stored}
-        self._group: Any = None
-        # shards committed after the last checkpoint count too (a killed run leaves them)
-        self._later = [] if info["complete"] else _committed_after(self._files, int(info["shards"]))
-        self.info: dict[str, Any] = _fold_progress(info, self._later)
+        try:
+            if not isinstance(info, dict) or not isinstance(run, dict):
+                raise TypeError("not a JSON object")
+            self.run: dict[str, Any] = run
+            self.plan = Plan.from_dict(run["plan"]) if run.get("plan") else None
+            stored = [] if self.plan is None or run["settings"]["stats_only"] else self.plan.tensors
+            self._tensors: dict[str, TensorPlan] = {t.name: t for t in stored}
+            self._group: Any = None
+            # shards committed after the last checkpoint count too (a killed run leaves them)
+            self._later = [] if info["complete"] else _committed_after(self._files, int(info["shards"]))
+            self.info: dict[str, Any] = _fold_progress(info, self._later)
+            int(self.info["batches"]), int(self.info["samples"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelLoadError(
+                f"{self.path}: a damaged onnxscope dataset store ({type(e).__name__}: {e})"
+            ) from e
 
     @property
     def batches(self) -> int:

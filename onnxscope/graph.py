@@ -95,9 +95,22 @@ def layer_map_of(model: ir.Model) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
-    return value if isinstance(value, dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, Any] = {k: v for k, v in value.items() if k not in ("nodes", "weights", "layers")}
+    nodes = value.get("nodes")  # node name → framework layer (strings only: anything else is not a map)
+    out["nodes"] = {k: v for k, v in nodes.items() if isinstance(v, str)} if isinstance(nodes, dict) else {}
+    weights = value.get("weights")  # ONNX weight → {"param": framework parameter name, …}
+    out["weights"] = (
+        {k: v for k, v in weights.items() if isinstance(v, dict) and isinstance(v.get("param", ""), str)}
+        if isinstance(weights, dict)
+        else {}
+    )
+    layers = value.get("layers")
+    out["layers"] = layers if isinstance(layers, dict) else {}
+    return out
 
 
 def label(node: ir.Node) -> str:

@@ -225,19 +225,24 @@ def _index_bound(graph: Graph, name: str) -> int | None:
 
 
 def _random(graph: Graph, spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    from onnxscope.limits import check_array
+
     dt = spec.dtype if spec.dtype is not None else np.dtype(np.float32)
+    if dt.kind not in "fiub":
+        raise InputError(
+            f"input {spec.name!r} ({spec.describe()}): cannot generate random data of this type; pass a file"
+        )
+    check_array(shape, max(dt.itemsize, 4), f"random input {spec.name!r} {dt} {list(shape)}")
     if dt.kind == "f":
-        return rng.standard_normal(shape).astype(dt)
+        if dt in (np.float32, np.float64):
+            return rng.standard_normal(shape, dtype=dt.type)
+        return rng.standard_normal(shape, dtype=np.float32).astype(dt)
     if dt.kind in "iu":
         if "mask" in spec.name.lower():
             return np.ones(shape, dt)  # an attention mask that keeps every position
         bound = _index_bound(graph, spec.name) or 10  # small ids: valid for embeddings and indices
-        return rng.integers(0, bound, size=shape).astype(dt)
-    if dt.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    raise InputError(
-        f"input {spec.name!r} ({spec.describe()}): cannot generate random data of this type; pass a file"
-    )
+        return rng.integers(0, bound, size=shape, dtype=np.int64).astype(dt, copy=False)
+    return rng.integers(0, 2, size=shape).astype(bool)
 
 
 def _default_size(spec: InputSpec, axis: int) -> int:

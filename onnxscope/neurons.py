@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,6 +274,8 @@ def neuron(graph: Graph, layer: str, index: int) -> Neuron:
     input_channels = None
     out = node.outputs[0]
     if op in ("Gemm", "QGemm"):
+        if w.ndim != 2:
+            raise UnsupportedError(f"layer {label(node)!r} ({op}) has a {w.ndim}-D weight; Gemm's is 2-D")
         wc = w if attr(node, "transB", 0) else w.T
         alpha, beta = float(attr(node, "alpha", 1.0)), float(attr(node, "beta", 1.0))
         units = wc.shape[0]
@@ -299,6 +302,18 @@ def neuron(graph: Graph, layer: str, index: int) -> Neuron:
         incoming = wc[index]
     else:  # convolutions
         group = int(attr(node, "group", 1))
+        if w.ndim < 3:
+            raise UnsupportedError(
+                f"layer {label(node)!r} ({op}) has a {w.ndim}-D weight; a convolution's is [out, in/group, *kernel]"
+            )
+        if (
+            group < 1
+            or (op != "ConvTranspose" and w.shape[0] % group)
+            or (op == "ConvTranspose" and w.shape[0] % group)
+        ):
+            raise UnsupportedError(
+                f"layer {label(node)!r} ({op}): group={group} does not divide its {w.shape[0]} weight rows"
+            )
         axis = -(w.ndim - 1)
         if op == "ConvTranspose":
             c_in, per_group = w.shape[0], w.shape[1]
@@ -709,10 +724,13 @@ def _reshape(
         else:
             break
     tail_in, tail_out = in_shape[p:], out_shape[p:]
-    if not all(isinstance(d, int) for d in (*tail_in, *tail_out)):
+    if not all(isinstance(d, int) and d > 0 for d in (*tail_in, *tail_out)):
         return f"{node.op_type} changes dimensions whose sizes are unknown ({in_shape} → {out_shape})"
-    if int(np.prod(tail_in)) != int(np.prod(tail_out)) or int(np.prod(tail_in)) > 50_000_000:
+    size = math.prod(tail_in)  # Python integers: declared shapes may be absurd, nothing overflows
+    if size != math.prod(tail_out) or size > 50_000_000:
         return f"{node.op_type} moves the neuron across the batch axis ({in_shape} → {out_shape})"
+    if not 0 <= pos - p < len(tail_in) or int(idx.max(initial=0)) >= tail_in[pos - p]:
+        return f"{node.op_type}: the neuron's index lies outside the declared shape {in_shape}"
     mask = np.zeros(tail_in, dtype=bool)
     mask[(slice(None),) * (pos - p) + (idx,)] = True
     moved = mask.reshape(tail_out)
@@ -757,11 +775,19 @@ def _consume(
         if axis != contraction:
             return f"the neuron lies on a non-contracted axis of {op} {label(node)!r}"
         weights = wc[:, idx]
-    elif op in _CONV_OPS:
+    elif op in _CONV_OPS or op == "ConvTranspose":
+        group = int(attr(node, "group", 1))
+        if w.ndim < 3 or group < 1 or w.shape[0] % group or not w.shape[1]:
+            return (
+                f"{op} {label(node)!r} has a weight of shape {list(w.shape)} that does not fit group={group}"
+            )
+        if op == "ConvTranspose":
+            return _consume_transposed(node, w, rank, axis, idx, group, path, wname, how)
         if rank is not None and rank + axis != 1 or rank is None and axis != -(w.ndim - 1):
             return f"{op} {label(node)!r} takes the neuron on a non-channel axis"
-        group = int(attr(node, "group", 1))
         per_in, m = w.shape[1], w.shape[0]
+        if int(idx.max(initial=0)) >= per_in * group:
+            return f"{op} {label(node)!r}: the neuron's channel lies outside its weight"
         groups = set((idx // per_in).tolist())
         if len(groups) > 1:
             return f"the neuron spans several groups of grouped {op} {label(node)!r}"
@@ -769,17 +795,8 @@ def _consume(
         lo, hi = g * (m // group), (g + 1) * (m // group)
         weights = w[lo:hi][:, idx % per_in]
         targets = tuple(range(lo, hi)) if group > 1 else None
-    else:  # ConvTranspose: W [C, M/group, k...]
-        if rank is not None and rank + axis != 1:
-            return f"{op} {label(node)!r} takes the neuron on a non-channel axis"
-        group = int(attr(node, "group", 1))
-        per_in, per_out = w.shape[0] // group, w.shape[1]
-        groups = set((idx // per_in).tolist())
-        if len(groups) > 1:
-            return f"the neuron spans several groups of grouped {op} {label(node)!r}"
-        g = groups.pop()
-        weights = np.moveaxis(w[idx], 0, 1)
-        targets = tuple(range(g * per_out, (g + 1) * per_out)) if group > 1 else None
+    else:
+        return f"{op} {label(node)!r} is not followed"
     if weights.ndim >= 2 and weights.shape[1] == 1:
         weights = weights[:, 0]
     return Outgoing(
@@ -789,6 +806,43 @@ def _consume(
         weights=np.asarray(weights),
         inputs=tuple(int(k) for k in idx),
         targets=targets,
+        path=path,
+        transforms=how,
+    )
+
+
+def _consume_transposed(
+    node: ir.Node,
+    w: np.ndarray,
+    rank: int | None,
+    axis: int,
+    idx: np.ndarray,
+    group: int,
+    path: tuple[str, ...],
+    wname: str,
+    how: tuple[str, ...],
+) -> Outgoing | str:
+    """ConvTranspose takes the neuron as an input channel: W [C, M/group, k...]."""
+    op = node.op_type
+    if rank is not None and rank + axis != 1:
+        return f"{op} {label(node)!r} takes the neuron on a non-channel axis"
+    per_in, per_out = w.shape[0] // group, w.shape[1]
+    if int(idx.max(initial=0)) >= w.shape[0]:
+        return f"{op} {label(node)!r}: the neuron's channel lies outside its weight"
+    groups = set((idx // per_in).tolist())
+    if len(groups) > 1:
+        return f"the neuron spans several groups of grouped {op} {label(node)!r}"
+    g = groups.pop()
+    weights = np.moveaxis(w[idx], 0, 1)
+    if weights.ndim >= 2 and weights.shape[1] == 1:
+        weights = weights[:, 0]
+    return Outgoing(
+        node=label(node),
+        op=op,
+        weight=wname,
+        weights=np.asarray(weights),
+        inputs=tuple(int(k) for k in idx),
+        targets=tuple(range(g * per_out, (g + 1) * per_out)) if group > 1 else None,
         path=path,
         transforms=how,
     )

@@ -728,10 +728,5 @@ def report(
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(
-            tmp, 0o666 & ~umask
-        )  # a page to share: readable like any new file, not 0600 as mkstemp leaves it
 
-    return atomic_write(out, write)
+    return atomic_write(out, write)  # readable like any new file (the umask's), a page to share

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -263,13 +265,23 @@ def extract(graph: Graph, inputs: Iterable[str], outputs: Iterable[str], path: s
             raise NotFoundError(f"no tensor {n!r}; {closest(n, tensor_graph(graph).nodes)}")
     try:
         sub = ir.convenience.extract(graph.ir.graph, ins, outs)
-    except ValueError as e:
-        raise InputError(f"cannot extract {ins} → {outs}: {e}") from e
+    except (ValueError, RuntimeError) as e:  # onnx_ir refuses, e.g., an output that is also an input
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"cannot extract {ins} → {outs}: {reason}") from e
     model = ir.Model(sub, ir_version=graph.ir.ir_version, producer_name="onnxscope.extract")
     target = os.fspath(path)
     data = os.path.basename(target) + ".data"
+    folder = os.path.dirname(os.path.abspath(target))
 
     def write(tmp: str) -> None:
-        ir.save(model, tmp, external_data=data)  # data lands beside tmp under the final name
+        # both files are written under temporary names, then renamed: weights first, the model last
+        staged = tempfile.mkdtemp(dir=folder, prefix=".onnxscope-")
+        try:
+            ir.save(model, os.path.join(staged, "model.onnx"), external_data=data)
+            if os.path.exists(os.path.join(staged, data)):
+                os.replace(os.path.join(staged, data), os.path.join(folder, data))
+            os.replace(os.path.join(staged, "model.onnx"), tmp)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
     return atomic_write(target, write)

@@ -642,10 +642,10 @@ def find_attention(graph: Graph) -> list[AttentionBlock]:
     ``Attention`` from opset 23; onnxruntime's ``Attention``, ``MultiHeadAttention``, ``GroupQueryAttention``).
     """
     blocks: list[AttentionBlock] = []
-    for path, node, prefix, *_ in graph.entries:
+    for path, node, prefix, _, scopes, _ in graph.entries:
         key = (node.domain if node.domain != "ai.onnx" else "", node.op_type)
         if key in FUSED_ATTENTION:
-            blocks.append(_fused(graph, path, node))
+            blocks.append(_fused(graph, path, node, bool(scopes)))
             continue
         if node.op_type != "Softmax":
             continue
@@ -683,11 +683,13 @@ def find_attention(graph: Graph) -> list[AttentionBlock]:
     return blocks
 
 
-def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
+def _fused(graph: Graph, path: str, node: ir.Node, nested: bool) -> AttentionBlock:
     names = [None if v is None or not v.name else v.name for v in node.inputs] + [None] * 6
+    first = node.inputs[0] if node.inputs else None
+    out = node.outputs[0] if node.outputs else None
     heads = attr(node, "q_num_heads", None) or attr(node, "num_heads", None)
-    if heads is None and node.inputs and node.inputs[0] is not None:
-        shape = _static(node.inputs[0])
+    if heads is None and first is not None:
+        shape = _static(first)
         heads = shape[1] if shape is not None and len(shape) == 4 and isinstance(shape[1], int) else None
     causal = bool(
         attr(node, "is_causal", 0) or attr(node, "unidirectional", 0) or node.op_type == "GroupQueryAttention"
@@ -701,7 +703,7 @@ def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
             if len(node.outputs) > 3 and node.outputs[3].name
             else attention_probs_name(path)
         )
-    elif (node.domain, node.op_type) in FUSED_ATTENTION_OPS and "/" not in path:
+    elif (node.domain, node.op_type) in FUSED_ATTENTION_OPS and not nested and first is not None:
         probs = attention_probs_name(
             path
         )  # rebuilt on read by a decomposition of the op (onnxscope.recompute)
@@ -716,11 +718,11 @@ def _fused(graph: Graph, path: str, node: ir.Node) -> AttentionBlock:
         probabilities=probs,
         scores=None,
         mask=names[3] if node.op_type == "Attention" and node.domain in ("", "ai.onnx") else None,
-        heads=int(heads) if heads is not None else None,
+        heads=int(heads) if isinstance(heads, int) else None,
         causal=causal,
-        w_q=names[1] if packed else _projection(node.inputs[0]),
+        w_q=names[1] if packed else _projection(first),
         w_k=names[1] if packed else _projection(node.inputs[1] if len(node.inputs) > 1 else None),
         w_v=names[1] if packed else _projection(node.inputs[2] if len(node.inputs) > 2 else None),
-        w_o=_projection(node.outputs[0], forward=True),
-        output=node.outputs[0].name,
+        w_o=_projection(out, forward=True),
+        output=None if out is None else out.name,
     )

@@ -44,7 +44,7 @@ def save_capture(cap: Capture, path: str | os.PathLike[str]) -> str:
     p = cap.provenance
     cap.storage.materialize()
     folded = [k for k, m in p.meta.items() if m.source == "folded"]
-    arrays = {k: np.asarray(cap[k]) for k in cap if k not in folded and k != META_KEY}
+    arrays = {k: _storable(np.asarray(cap[k])) for k in cap if k not in folded and k != META_KEY}
     meta = {
         "format": _FORMAT,
         "model": p.model_path,
@@ -114,6 +114,15 @@ def _check_meta(meta: Any, names: list[str]) -> str | None:
         if not ok:
             return f"tensor {name!r} is malformed"
     return None
+
+
+def _storable(a: np.ndarray) -> np.ndarray:
+    """String tensors as fixed-width text (``np.savez`` would pickle object arrays, which are never read back)."""
+    if a.dtype != object:
+        return a
+    if all(isinstance(x, bytes) for x in a.flat):
+        return a.astype(np.bytes_)
+    return a.astype(np.str_)
 
 
 def load_capture(

@@ -153,6 +153,14 @@ class _Recomputer:
         self.options = (session.optimization, session.threads, session.providers)
         self.sessions: dict[int, Any] = {}
 
+    def _feed(self, name: str, get: Any) -> np.ndarray:
+        try:
+            return get(name)
+        except KeyError:  # an input with a default (an initializer of the same name) the run was not fed
+            if name in self.model.ir.graph.initializers and name in self.model.weights:
+                return self.model.weights[name].numpy()
+            raise
+
     def compute_all(self, get: Any) -> dict[str, np.ndarray]:
         """Every unconditional recomputation of the main graph in one run (one session: cheaper than one per
         part when all are wanted, as when a capture is saved or compared)."""
@@ -178,7 +186,7 @@ class _Recomputer:
                 raise NotFoundError(
                     f"tensor {name!r} was not computed in this run: its If branch did not run"
                 )
-        feeds = {f: np.ascontiguousarray(get(f)) for f in part.feeds}
+        feeds = {f: np.ascontiguousarray(self._feed(f, get)) for f in part.feeds}
         sess = self.sessions.get(
             i
         )  # made on first use: a capture whose recomputed tensors are never read pays nothing
@@ -269,6 +277,33 @@ class CaptureSession:
             )
         return cache[key]  # type: ignore[no-any-return]
 
+    def _loops_within_budget(self) -> None:
+        """Refuse a Loop whose constant trip count would make its per-iteration outputs (the model's scan outputs
+        and the body tensors capture carries out) exceed the memory budget — before onnxruntime tries."""
+        from onnxscope.limits import check_alloc
+        from onnxscope.weights import const_array
+
+        for e in self.model.entries:
+            node = e.node
+            if node.op_type != "Loop" or not node.inputs or node.inputs[0] is None:
+                continue
+            found = const_array(node.inputs[0])
+            if found is None or np.asarray(found[0]).size != 1:
+                continue
+            trips = int(np.asarray(found[0]).reshape(-1)[0])
+            if trips <= 0:
+                continue
+            carried = max(len(node.inputs) - 2, 0)
+            per_iteration = max(len(node.outputs) - carried, 0)
+            per_iteration += sum(
+                1 for m in self.plan.meta.values() if m.scopes and m.scopes[-1].node == e.path
+            )
+            if per_iteration:
+                check_alloc(
+                    trips * per_iteration * 4,
+                    f"Loop {e.path!r}: {trips} iterations of {per_iteration} outputs",
+                )
+
     def _open(self) -> None:
         session_options(self.optimization)  # refuse an unknown level before any work
         kept = self._survivors()
@@ -289,6 +324,7 @@ class CaptureSession:
                 if not self._downgrade(e):
                     raise
         plan = self.plan
+        self._loops_within_budget()
         self._names = [o.name for o in self._sess.get_outputs()]
         self._cnames = [plan.outputs.get(n, n) for n in self._names]
         self._pool = {}

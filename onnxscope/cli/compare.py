@@ -14,7 +14,13 @@ import argparse
 import sys
 from typing import Any
 
-from onnxscope.cli._args import add_input_args, input_kwargs
+from onnxscope.cli._args import (
+    add_input_args,
+    input_kwargs,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from onnxscope.errors import InputError
 from onnxscope.render import fmt_num, table, to_json
 
@@ -34,8 +40,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--data", metavar="DIR", help="a folder of batches (.npz, .npy or test_data_set_* folders)"
     )
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=non_negative_float, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--atol", type=non_negative_float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument(
         "--a-optimization",
         choices=LEVELS,
@@ -48,8 +54,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default="all",
         help="onnxruntime level of B (default all, as deployed)",
     )
-    p.add_argument("--a-threads", type=int, help="intra-op threads of A")
-    p.add_argument("--b-threads", type=int, help="intra-op threads of B")
+    p.add_argument("--a-threads", type=positive_int, help="intra-op threads of A")
+    p.add_argument("--b-threads", type=positive_int, help="intra-op threads of B")
     p.add_argument("--a-provider", action="append", metavar="EP", help="execution provider of A (repeat)")
     p.add_argument("--b-provider", action="append", metavar="EP", help="execution provider of B (repeat)")
     p.add_argument(
@@ -72,7 +78,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default="unfused",
         help="--kernels: the QDQ semantics by onnxruntime unfused (default) or onnx's reference evaluator",
     )
-    p.add_argument("--limit", type=int, default=40, metavar="N", help="rows shown (default 40; 0: all)")
+    p.add_argument(
+        "--limit", type=non_negative_int, default=40, metavar="N", help="rows shown (default 40; 0: all)"
+    )
     p.add_argument("--out", metavar="FILE.json", help="also write the full comparison as JSON")
     p.set_defaults(func=run)
 

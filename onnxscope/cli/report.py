@@ -31,9 +31,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="compare with another model (e.g. its quantized version) on the same inputs",
     )
     add_input_args(p)  # inputs to capture MODEL (and OTHER) with, instead of --capture
-    p.add_argument("--rtol", type=non_negative_float, default=1e-3, help="relative tolerance for --compare (default 1e-3)")
-    p.add_argument("--atol", type=non_negative_float, default=1e-4, help="absolute tolerance for --compare (default 1e-4)")
-    p.add_argument("--sample", type=non_negative_int, default=0, help="which input of the batch the attention maps show")
+    p.add_argument(
+        "--rtol",
+        type=non_negative_float,
+        default=1e-3,
+        help="relative tolerance for --compare (default 1e-3)",
+    )
+    p.add_argument(
+        "--atol",
+        type=non_negative_float,
+        default=1e-4,
+        help="absolute tolerance for --compare (default 1e-4)",
+    )
+    p.add_argument(
+        "--sample", type=non_negative_int, default=0, help="which input of the batch the attention maps show"
+    )
     p.add_argument("--title", help="the page's title (default: the model's file name)")
     p.set_defaults(func=run)
 

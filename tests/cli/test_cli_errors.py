@@ -40,6 +40,7 @@ TABLE: dict[str, tuple[list[str], str]] = {
     "residuals": (["residuals", "{subject}"], "model"),
     "attention": (["attention", "{subject}", "--random", "--png", "{out}"], "model"),
     "report": (["report", "{subject}", "-o", "{out}/report.html"], "model"),
+    "compare": (["compare", "{subject}", "--random", "--out", "{out}/cmp.json"], "model"),
     "export torch": (
         ["export", "torch", "{subject}:mlp", "--input-shape", "1,10", "-o", "{out}/t.onnx"],
         "factory",
@@ -59,6 +60,7 @@ MALFORMED = {
     "residuals": ["residuals", str(FIXTURE), "extra"],
     "attention": ["attention", str(FIXTURE), "--random", "--seed", "-5"],
     "report": ["report", str(FIXTURE), "-o", "r.html", "--rtol", "nan"],
+    "compare": ["compare", str(FIXTURE), "--random", "--limit", "-3"],
     "export torch": ["export", "torch", "m.py:f", "--input-shape", "1,3", "-o", "x.onnx", "--opset", "0"],
     "export keras": ["export", "keras", "m.keras", "-o", "x.onnx", "--seed", "x"],
 }
