@@ -54,6 +54,7 @@ __all__ = [
     "iter_tensors",
     "load_ir",
     "model_from_proto",
+    "proto_with_outputs",
     "read_tensor_pb",
     "resolve_external",
     "schema_input_names",
@@ -1141,7 +1142,22 @@ def serialize_with_outputs(model: ir.Model, names: list[str]) -> bytes:
         >>> [o.name for o in onnx.load_from_string(serialize_with_outputs(m, ["y"])).graph.output], len(m.graph.outputs)
         (['z', 'y'], 1)
     """
+    return proto_with_outputs(model, names).SerializeToString()
+
+
+def proto_with_outputs(model: ir.Model, names: list[str], folder: str | None = None) -> onnx.ModelProto:
+    """A protobuf of ``model`` with main-graph tensors ``names`` appended as (untyped) graph outputs, for a
+    consumer that takes only protobufs (onnx's reference evaluator); with ``folder``, external weights are read
+    into it from there. The model itself is not changed.
+
+    Example:
+        >>> from onnxscope.testing import mlp_model
+        >>> [o.name for o in proto_with_outputs(mlp_model(), ["h", "y"]).graph.output]
+        ['y', 'h']
+    """
     proto = ir.to_proto(model)
+    if folder is not None:
+        onnx.external_data_helper.load_external_data_for_model(proto, folder)
     have = {o.name for o in proto.graph.output}
-    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-    return proto.SerializeToString()
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in have)
+    return proto

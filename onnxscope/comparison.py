@@ -671,8 +671,10 @@ def compare(
         >>> import numpy as np, onnxscope
         >>> from onnxscope.testing import mlp_model
         >>> c = compare(onnxscope.Model(mlp_model()), onnxscope.Model(mlp_model(seed=1)), random=True)
-        >>> c.first_divergence.a_tensor, c.ranked[0].a_tensor
-        ('h', 'h')
+        >>> c.first_divergence.a_tensor  # fc1's weights differ: its output is the first to diverge
+        'h'
+        >>> c.ranked[-1].a_tensor, c.ranked[-1].introduced_error  # Relu passes the error on, adds none
+        ('a', 0.0)
     """
     side_a, side_b = Side.of(a, optimization="disable"), Side.of(b)
     if (

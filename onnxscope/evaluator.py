@@ -29,20 +29,13 @@ def evaluator(model: ir.Model, outputs: list[str] | None = None, folder: str | N
     Raises:
         UnsupportedError: the evaluator does not implement one of the model's ops (the message names it).
     """
-    import onnx
-    import onnx.external_data_helper
     from onnx.reference import ReferenceEvaluator
 
-    proto = ir.to_proto(model)
-    if folder is not None:
-        onnx.external_data_helper.load_external_data_for_model(proto, folder)
+    from onnxscope._load import proto_with_outputs
+
     if outputs is None:
-        outputs = [o for n in proto.graph.node for o in n.output if o]
-    have = {o.name for o in proto.graph.output}
-    for name in outputs:
-        if name not in have:
-            proto.graph.output.append(onnx.ValueInfoProto(name=name))
-            have.add(name)
+        outputs = [o.name for n in model.graph for o in n.outputs if o.name]
+    proto = proto_with_outputs(model, outputs, folder)
     try:
         return ReferenceEvaluator(proto)
     except Exception as e:  # the evaluator raises plain exceptions for ops it lacks

@@ -43,7 +43,8 @@ import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
 from onnxscope.graph import Graph, Scope, attention_probs_name, subgraphs
-from onnxscope.recompute import FUSED_ATTENTION_OPS, Recompute
+from onnxscope.patterns import FUSED_ATTENTION_OPS
+from onnxscope.recompute import Recompute
 from onnxscope.weights import is_const
 
 __all__ = ["Candidate", "Plan", "Scope", "Selection", "TensorMeta", "candidates", "expose", "is_qdq"]

@@ -23,7 +23,6 @@ import onnx_ir as ir
 
 from onnxscope.graph import Graph, attention_probs_name, attr
 from onnxscope.paths import data_graph
-from onnxscope.recompute import FUSED_ATTENTION_OPS
 from onnxscope.weights import const_array, is_const
 
 __all__ = ["AttentionBlock", "Residual", "find_attention", "find_residuals"]
@@ -318,6 +317,14 @@ FUSED_ATTENTION = {
     ("com.microsoft", "GroupQueryAttention"),
     ("com.microsoft", "PackedMultiHeadAttention"),
 }
+# fused onnxruntime attention whose probabilities capture rebuilds by a decomposition (onnxscope.recompute)
+FUSED_ATTENTION_OPS = frozenset(
+    {
+        ("com.microsoft", "Attention"),
+        ("com.microsoft", "MultiHeadAttention"),
+        ("com.microsoft", "GroupQueryAttention"),
+    }
+)
 
 
 def _producer(v: ir.Value | None) -> ir.Node | None:

@@ -32,16 +32,7 @@ import onnx_ir as ir
 from onnxscope.graph import Graph, attr, subgraphs
 from onnxscope.weights import const_array, is_const
 
-__all__ = ["FUSED_ATTENTION_OPS", "Part", "Recompute", "attention_probs_nodes"]
-
-# (domain, op) of fused attention whose probabilities are rebuilt by decomposition
-FUSED_ATTENTION_OPS = frozenset(
-    {
-        ("com.microsoft", "Attention"),
-        ("com.microsoft", "MultiHeadAttention"),
-        ("com.microsoft", "GroupQueryAttention"),
-    }
-)
+__all__ = ["Part", "Recompute", "attention_probs_nodes"]
 
 
 @dataclass
