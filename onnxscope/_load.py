@@ -630,10 +630,15 @@ class _Checker:
     def schema(self, n: onnx.NodeProto, what: object) -> None:
         domain = "" if n.domain == "ai.onnx" else n.domain
         info = None
-        if domain in _ONNX_DOMAINS and domain in self.opsets:
+        version = self.opsets.get(domain)
+        if (
+            version is None and domain == ""
+        ):  # no ONNX opset imported: onnxruntime runs the node at its latest
+            version = onnx.defs.onnx_opset_version()
+        if domain in _ONNX_DOMAINS and version is not None:
             # No schema at this opset (an op of a later opset, or one onnxruntime registers in the ONNX domain
             # itself, such as LayerNormalization before opset 17): nothing to check against but what we read.
-            info = _signature(n.op_type, domain, self.opsets[domain])
+            info = _signature(n.op_type, domain, version)
         if info is None:
             if n.op_type in _INTERPRETED:
                 for a in n.attribute:

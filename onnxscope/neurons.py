@@ -168,7 +168,7 @@ def _weight(node: ir.Node, index: int) -> tuple[np.ndarray, str, tuple[str, ...]
 def _matmul_weight_side(node: ir.Node) -> int | None:
     if node.op_type == "MatMul":
         for i in (1, 0):
-            if is_const(node.inputs[i]):
+            if i < len(node.inputs) and is_const(node.inputs[i]):
                 return i
         return None
     return 1 if node.op_type == "MatMulInteger" else 3
@@ -774,6 +774,8 @@ def _consume(
             return f"{op} {label(node)!r} has a {wc.ndim}-D weight"
         if axis != contraction:
             return f"the neuron lies on a non-contracted axis of {op} {label(node)!r}"
+        if int(idx.max(initial=0)) >= wc.shape[1]:
+            return f"{op} {label(node)!r}: the neuron lies outside its weight ({wc.shape[1]} inputs)"
         weights = wc[:, idx]
     elif op in _CONV_OPS or op == "ConvTranspose":
         group = int(attr(node, "group", 1))

@@ -437,7 +437,7 @@ def _weight_source(w: ir.Value) -> str:
 
 def _strip_layout(v: ir.Value | None) -> ir.Value | None:
     node = _producer(v)
-    while node is not None and node.op_type == "Transpose":
+    while node is not None and node.op_type == "Transpose" and node.inputs:
         v = node.inputs[0]
         node = _producer(v)
     return v

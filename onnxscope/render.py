@@ -77,6 +77,8 @@ def _default(o: Any) -> Any:
         return o.to_dict()
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
+    if isinstance(o, complex):  # complex weights (COMPLEX64/128): [real, imag]
+        return [o.real, o.imag]
     raise TypeError(f"not JSON-serializable: {type(o).__name__}")
 
 
@@ -91,11 +93,12 @@ def _clean(o: Any) -> Any:
 
 
 def to_json(obj: Any) -> str:
-    """JSON text for results, numpy values included; NaN becomes ``null`` so any JSON reader accepts it.
+    """JSON text for results, numpy values included; NaN becomes ``null`` so any JSON reader accepts it, a complex
+    number ``[real, imag]``.
 
     Example:
-        >>> to_json({"a": np.float32(1.5), "b": [float("nan")]})
-        '{"a": 1.5, "b": [null]}'
+        >>> to_json({"a": np.float32(1.5), "b": [float("nan")], "c": np.array([1 + 2j])})
+        '{"a": 1.5, "b": [null], "c": [[1.0, 2.0]]}'
     """
     return json.dumps(_clean(json.loads(json.dumps(obj, default=_default, allow_nan=True))))
 

@@ -8,7 +8,8 @@ the weights alone are folded from the weights on read (see :mod:`onnxscope.expos
 Outputs are bound to preallocated buffers (onnxruntime's IO binding) once a first run has shown their shapes, so
 onnxruntime writes them in place and nothing is copied: a capture's arrays are views into the buffer of its run,
 and a buffer is reused only when no capture or array of an earlier run still refers to it (the session keeps a
-small pool and rotates through it).
+small pool and rotates through it). The first run's own arrays become the first buffer, so a loop that lets each
+capture go before the next run holds the captured bytes once, not twice.
 
 Example:
     >>> import numpy as np, onnxscope
@@ -45,6 +46,7 @@ __all__ = ["CaptureSession", "capture"]
 
 _BIND_MIN_OUTPUTS = 1  # bound runs hand arrays over without a Python object per output
 _POOL = 2  # free output buffers kept per input signature
+_ADOPT_MAX_OUTPUTS = 4096  # an unbound run's arrays become buffers only up to this many outputs
 
 
 def label_of(model: Model) -> str:
@@ -87,19 +89,48 @@ class _Layout:
 class _Buffers:
     """One set of preallocated output buffers with the IO binding that writes into them."""
 
-    def __init__(self, sess: Any, layout: _Layout) -> None:
+    def __init__(self, sess: Any, layout: _Layout, adopt: list[np.ndarray] | None = None) -> None:
+        self.binding = sess.io_binding()
+        if adopt is not None:  # the arrays of an unbound run, one per output, become this set's buffers
+            self.arenas = tuple(adopt)
+            self.slots = [(i, -1, -1, a.shape) for i, a in enumerate(adopt)]  # -1: the whole array
+            for name, a in zip(layout.names, adopt, strict=True):
+                self.binding.bind_output(name, "cpu", 0, a.dtype, list(a.shape), a.ctypes.data)
+            # onnxruntime's arrays hold their memory through a capsule (their base): a view taken of one refers to
+            # the capsule, a capture to the array. Free: each array referred to by this object's two tuples only,
+            # each capsule by its array and ``_owners`` only
+            self._owners = self.arenas + tuple(a.base for a in adopt)
+            alone = _refs((np.empty(0),))[0]  # an object one tuple refers to
+            self._free = [alone + 1] * len(self._owners)
+            return
         self.arenas = tuple(np.empty(max(n, 1), dt) for dt, n in layout.sizes.items())
+        self._owners = self.arenas
         where = {dt: i for i, dt in enumerate(layout.sizes)}
         self.slots = [(where[dt], start, end, shape) for dt, start, end, shape in layout.slots]
-        self.binding = sess.io_binding()
         for name, (dt, start, end, shape) in zip(layout.names, layout.slots, strict=True):
             ptr = self.arenas[where[dt]][start:end].ctypes.data
             self.binding.bind_output(name, "cpu", 0, dt, list(shape), ptr)
         self._free = _refs(self.arenas)  # nothing but this object refers to them now
 
+    @staticmethod
+    def adoptable(results: list[Any]) -> bool:
+        """Whether an unbound run's arrays can be bound as buffers (each owns its memory, writable, contiguous;
+        few enough that checking each one's reference count per run costs nothing next to the run)."""
+        return len(results) <= _ADOPT_MAX_OUTPUTS and all(
+            isinstance(r, np.ndarray)
+            and r.size > 0
+            and not r.flags.owndata
+            and r.base is not None
+            and not isinstance(r.base, np.ndarray)  # memory owned by onnxruntime, through one capsule
+            and sys.getrefcount(r.base) == 2  # r.base, the argument: nothing else holds it
+            and r.flags.c_contiguous
+            and r.flags.writeable
+            for r in results
+        )
+
     def busy(self) -> bool:
         """Whether a capture, or an array taken from one, still refers to these buffers."""
-        return _refs(self.arenas) != self._free
+        return _refs(self._owners) != self._free
 
 
 def _refs(arrays: tuple[np.ndarray, ...]) -> list[int]:
@@ -121,7 +152,7 @@ class _Views(Mapping[str, np.ndarray]):
         if name in self._fed:
             return self._fed[name]
         i, start, end, shape = self._slots[self._index[name]]
-        return self._arenas[i][start:end].reshape(shape)
+        return self._arenas[i] if start < 0 else self._arenas[i][start:end].reshape(shape)
 
     def get(self, name: str, default: Any = None) -> Any:
         if name in self._fed:
@@ -130,7 +161,7 @@ class _Views(Mapping[str, np.ndarray]):
         if i is None:
             return default
         a, start, end, shape = self._slots[i]
-        return self._arenas[a][start:end].reshape(shape)
+        return self._arenas[a] if start < 0 else self._arenas[a][start:end].reshape(shape)
 
     def __contains__(self, name: object) -> bool:
         return name in self._index or name in self._fed
@@ -394,7 +425,11 @@ class CaptureSession:
             and len(self._names) >= _BIND_MIN_OUTPUTS
             and bindable
         ):
-            self._pool[key] = (_Layout(self._names, self._cnames, results), [])
+            layout = _Layout(self._names, self._cnames, results)
+            # this run's own arrays serve as the first set of buffers: once its capture is released, the next
+            # run writes into the memory this one took, instead of taking as much again
+            first = [_Buffers(self._sess, layout, results)] if _Buffers.adoptable(results) else []
+            self._pool[key] = (layout, first)
         arrays = {c: r for c, r in zip(self._cnames, results, strict=True) if isinstance(r, np.ndarray)}
         arrays.update(fed)  # sequences and optionals onnxruntime returns are not tensors: listed as skipped
         return arrays
@@ -424,7 +459,7 @@ class CaptureSession:
         for cname in placed:  # back to the session's own buffer for the next run
             i = layout.index[cname]
             a, start, end, shape = buffers.slots[i]
-            ptr = buffers.arenas[a][start:end].ctypes.data
+            ptr = buffers.arenas[a].ctypes.data if start < 0 else buffers.arenas[a][start:end].ctypes.data
             buffers.binding.bind_output(layout.names[i], "cpu", 0, layout.slots[i][0], list(shape), ptr)
 
     def run(

@@ -301,7 +301,7 @@ def is_const(value: ir.Value | None) -> bool:
         return True
     if node.op_type in _SCALES:  # weight-only quantization: Cast(int8) · scale
         return len(node.inputs) == 2 and all(is_const(v) for v in node.inputs)
-    return node.op_type in _TRANSFORMS and is_const(node.inputs[0])
+    return node.op_type in _TRANSFORMS and bool(node.inputs) and is_const(node.inputs[0])
 
 
 def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...]] | None:
@@ -327,7 +327,7 @@ def const_array(value: ir.Value | None) -> tuple[np.ndarray, str, tuple[str, ...
         return None
     if node.op_type in _SCALES and len(node.inputs) == 2:
         return _scaled(node)
-    if node.op_type not in _TRANSFORMS:
+    if node.op_type not in _TRANSFORMS or not node.inputs:
         return None
     inner = const_array(node.inputs[0])
     if inner is None:
@@ -655,12 +655,13 @@ def _unit_axis(node: ir.Node, index: int, ndim: int) -> int | None:
         return 0
     if op == "ConvTranspose" and index == 1:
         return 1
-    if op in _TRANSFORMS:
+    if op in _TRANSFORMS and index == 0 and op not in ("Reshape", "Squeeze", "Unsqueeze"):
+        # through the transforms that keep the weight's axes (a reshape loses which axis is which)
         for user, i in node.outputs[0].uses():
             if op == "Transpose":
                 perm = list(attr(node, "perm", list(range(ndim))[::-1]))
                 inner = _unit_axis(user, i, ndim)
-                return None if inner is None else perm[inner]
+                return None if inner is None or not 0 <= inner < len(perm) else int(perm[inner])
             return _unit_axis(user, i, ndim)
     return None
 
@@ -770,9 +771,12 @@ class Weight:
         """The axis that indexes output units (neurons/channels) of the consuming layer, if known."""
         if self._value is None:
             return None
+        ndim = len(self.shape)
         for node, i in self._value.uses():
-            axis = _unit_axis(node, int(i), len(self.shape))
-            if axis is not None:
+            axis = _unit_axis(node, int(i), ndim)
+            if (
+                axis is not None and 0 <= axis < ndim
+            ):  # a reshaping transform on the way may leave it meaningless
                 return axis
         return None
 

@@ -496,3 +496,26 @@ def test_a_convolution_with_group_zero_is_refused(tmp_path):
         opset_imports=[helper.make_opsetid("", 17)],
     )
     _refused(p, tmp_path, "node 'conv' (Conv): group is 0")
+
+
+def test_onnx_nodes_of_a_model_importing_no_onnx_opset_are_checked_as_onnxruntime_runs_them(tmp_path):
+    """onnxruntime runs a model that imports no ONNX opset (at its latest); its nodes are checked against that
+    opset's schemas, so a Transpose left without its input (found by the fuzzer) is refused at loading."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    ms = [helper.make_opsetid("com.microsoft", 1)]
+    fine = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=ms,
+        ir_version=9,
+    )
+    onnx.save(fine, tmp_path / "fine.onnx")
+    assert [n.op_type for n in onnxscope.load(tmp_path / "fine.onnx").nodes] == ["Relu"]
+    broken = helper.make_model(
+        helper.make_graph([helper.make_node("Transpose", [], ["y"])], "g", [x], [y]),
+        opset_imports=ms,
+        ir_version=9,
+    )
+    onnx.save(broken, tmp_path / "broken.onnx")
+    with pytest.raises(ModelLoadError, match="has 0 input"):
+        onnxscope.load(tmp_path / "broken.onnx")

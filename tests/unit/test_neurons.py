@@ -297,3 +297,22 @@ def test_errors_name_the_layer_and_the_alternatives(tmp_path):
         m.neuron("hh", 0)
     with pytest.raises(onnxscope.UnsupportedError, match="is a Relu: neuron queries need a weighted layer"):
         m.neuron("y", 0)
+
+
+def test_a_consumer_whose_weight_is_narrower_than_the_layer_stops_with_a_reason(tmp_path):
+    """A graph rewired so that a 6-unit layer feeds a MatMul expecting 4 inputs (found by the fuzzer): unit 5 has
+    no weight row there; the query says so instead of failing on the index."""
+    m = _model(
+        """g (float[1, 3] x) => (float[1, 2] y) {
+            h = Gemm <transB = 1> (x, w)
+            y = MatMul(h, w2)
+        }""",
+        tmp_path,
+        w=_r(6, 3),
+        w2=_r(4, 2),
+    )
+    n = m.neuron("h", 5)
+    assert n.outgoing == () and [s.reason for s in n.stops] == [
+        "MatMul 'y': the neuron lies outside its weight (4 inputs)"
+    ]
+    assert [o.weights.tolist() for o in m.neuron("h", 1).outgoing] == [m.weights["w2"].numpy()[1].tolist()]

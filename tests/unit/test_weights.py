@@ -174,3 +174,46 @@ def test_selecting_nothing_names_what_exists():
     with pytest.raises(onnxscope.InputError, match=r"op 'Conv' \(ops using weights: Gemm\)"):
         ws.select(op="Conv")
     assert sorted(ws.select(role="bias")) == ["fc1.bias", "fc2.bias"]
+
+
+def test_a_weight_transform_without_inputs_is_not_a_constant():
+    """A Transpose whose input was removed (found by the fuzzer; loads when its opset is unknown): not a constant,
+    and nothing is folded, instead of failing on the missing input."""
+    import onnx_ir as ir
+
+    from onnxscope.weights import const_array, is_const
+
+    t = ir.Node("", "Transpose", [], num_outputs=1)
+    assert is_const(t.outputs[0]) is False and const_array(t.outputs[0]) is None
+    w = ir.Value(name="w", const_value=ir.tensor(np.arange(6, dtype=np.float32).reshape(2, 3)))
+    full = ir.Node("", "Transpose", [w], num_outputs=1)
+    assert is_const(full.outputs[0]) and const_array(full.outputs[0])[0].shape == (3, 2)
+
+
+def test_a_unit_axis_is_followed_only_through_transforms_that_keep_the_weights_axes(tmp_path):
+    """Found by the fuzzer: a weight used as a Squeeze's *axes* input, followed on to a MatMul, was given an axis its
+    2-D array does not have, and its statistics failed. A weight that is not a transform's data, or that a
+    Reshape/Squeeze/Unsqueeze regroups, has no known unit axis; one that is transposed keeps it."""
+    m = _model(
+        """<ir_version: 9, opset_import: ["": 17]>
+        g (float[2, 3] x, float[1, 2, 3] s) => (float[2, 6] y, float[2, 4] z, float[1, 2, 4] v) {
+            e = Reshape(w, shape)
+            y = MatMul(x, e)
+            t = Transpose <perm = [1, 0]> (wt)
+            z = MatMul(x, t)
+            q = Squeeze(s, axes)
+            v = MatMul(q, w3)
+        }""",
+        tmp_path,
+        {
+            "w": np.arange(18, dtype=np.float32).reshape(6, 3),
+            "shape": np.array([3, 6], np.int64),
+            "wt": np.arange(12, dtype=np.float32).reshape(4, 3),
+            "axes": np.array([0], np.int64),
+            "w3": np.ones((3, 4), np.float32),
+        },
+    )
+    assert m.weights["w"].unit_axis is None and m.weights["w"].stats().count == 18
+    assert m.weights["wt"].unit_axis == 0  # MatMul's units are t's columns: wt's rows
+    assert m.weights["axes"].unit_axis is None and m.weights["axes"].stats().count == 1
+    assert m.weights["w3"].unit_axis == 1
