@@ -428,6 +428,8 @@ class _Checker:
     def __init__(self, label: str, opsets: dict[str, int], in_function: str | None = None) -> None:
         self.label = label
         self.opsets = opsets
+        # no ONNX opset imported: onnxruntime runs the ONNX-domain nodes at its latest, and so are they checked
+        self.onnx_opset = opsets.get("", onnx.defs.onnx_opset_version())
         self.in_function = in_function
         self.unsorted = False  # some node reads a tensor produced later in the file: sort after conversion
         self.undefined_types = False  # some value declares an UNDEFINED element type: forget it
@@ -630,11 +632,7 @@ class _Checker:
     def schema(self, n: onnx.NodeProto, what: object) -> None:
         domain = "" if n.domain == "ai.onnx" else n.domain
         info = None
-        version = self.opsets.get(domain)
-        if (
-            version is None and domain == ""
-        ):  # no ONNX opset imported: onnxruntime runs the node at its latest
-            version = onnx.defs.onnx_opset_version()
+        version = self.onnx_opset if domain == "" else self.opsets.get(domain)
         if domain in _ONNX_DOMAINS and version is not None:
             # No schema at this opset (an op of a later opset, or one onnxruntime registers in the ONNX domain
             # itself, such as LayerNormalization before opset 17): nothing to check against but what we read.
@@ -718,7 +716,7 @@ class _Checker:
         elif (
             n.op_type == "Scan"
             and given["body"].g is not None
-            and _schema("Scan", "", self.opsets[""]).since_version >= 9
+            and _schema("Scan", "", self.onnx_opset).since_version >= 9
         ):
             body = given["body"].g
             m = given["num_scan_inputs"].i

@@ -519,3 +519,24 @@ def test_onnx_nodes_of_a_model_importing_no_onnx_opset_are_checked_as_onnxruntim
     onnx.save(broken, tmp_path / "broken.onnx")
     with pytest.raises(ModelLoadError, match="has 0 input"):
         onnxscope.load(tmp_path / "broken.onnx")
+    body = helper.make_graph(  # a Scan body is checked against that opset's Scan too
+        [helper.make_node("Add", ["s", "e"], ["s_out"]), helper.make_node("Identity", ["e"], ["e_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("e", TensorProto.FLOAT, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [2]),
+        ],
+    )
+    scan = helper.make_node("Scan", ["x", "xs"], ["y", "ys"], body=body, num_scan_inputs=1)
+    g = helper.make_graph(
+        [scan],
+        "g",
+        [x, helper.make_tensor_value_info("xs", TensorProto.FLOAT, [3, 2])],
+        [y, helper.make_tensor_value_info("ys", TensorProto.FLOAT, [3, 2])],
+    )
+    onnx.save(helper.make_model(g, opset_imports=ms, ir_version=9), tmp_path / "scan.onnx")
+    assert [n.op_type for n in onnxscope.load(tmp_path / "scan.onnx").nodes] == ["Scan"]
