@@ -46,7 +46,7 @@ __all__ = ["CaptureSession", "capture"]
 
 _BIND_MIN_OUTPUTS = 1  # bound runs hand arrays over without a Python object per output
 _POOL = 2  # free output buffers kept per input signature
-_ADOPT_MAX_OUTPUTS = 4096  # an unbound run's arrays become buffers only up to this many outputs
+_ADOPT_MAX_OUTPUTS = 1024  # an unbound run's arrays become buffers only up to this many outputs
 
 
 def label_of(model: Model) -> str:
@@ -114,8 +114,9 @@ class _Buffers:
 
     @staticmethod
     def adoptable(results: list[Any]) -> bool:
-        """Whether an unbound run's arrays can be bound as buffers (each owns its memory, writable, contiguous;
-        few enough that checking each one's reference count per run costs nothing next to the run)."""
+        """Whether an unbound run's arrays can be bound as buffers: each holds onnxruntime's memory through a
+        capsule of its own, writable and contiguous; and few enough that checking two reference counts per output
+        on every run costs nothing next to the run (many-output graphs are small ones: nothing to save there)."""
         return len(results) <= _ADOPT_MAX_OUTPUTS and all(
             isinstance(r, np.ndarray)
             and r.size > 0
