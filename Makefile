@@ -29,17 +29,20 @@ demo: install
 lint: install-dev
 	$(VENV)/bin/ruff check .
 
-# The report's browser tests drive Debian's chromium through chromedriver; install them when missing and we can.
+# The report's browser tests drive Debian's chromium through chromedriver; the int8 tests also run on an emulated
+# AVX2-only CPU (qemu-user). Install them when missing and we can.
 browser:
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+		&& command -v qemu-x86_64 >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	else echo "chromium and chromium-driver are missing (apt-get install chromium chromium-driver as root):" \
-		"the browser tests will fail"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			qemu-user >/dev/null; \
+	else echo "chromium, chromium-driver or qemu-user is missing (apt-get install chromium chromium-driver" \
+		"qemu-user as root): the browser and emulated-CPU tests will fail"; fi
 
 test: install-dev real-models browser
 	$(VENV)/bin/ruff check .
-	ONNXSCOPE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+	ONNXSCOPE_REQUIRE_BROWSER=1 ONNXSCOPE_REQUIRE_QEMU=1 $(PY) -m pytest -q
 
 # Every benchmark of docs/benchmarks.md (about an hour on 2 cores; run it on an otherwise idle machine).
 bench: install-dev real-models
