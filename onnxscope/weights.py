@@ -275,11 +275,36 @@ def quantize_linear(
     return y.astype(dtype)
 
 
+_CONSTANT_VALUES = frozenset(
+    {"value", "value_float", "value_floats", "value_int", "value_ints", "value_string", "value_strings"}
+)
+
+
+def _constant_node_value(node: ir.Node) -> ir.TensorProtocol | None:
+    """The value of a ``Constant`` node: its one value attribute (other attributes ignored, as onnxruntime does);
+    ``None`` when it has none, several, or a sparse one."""
+    values = [a for k, a in node.attributes.items() if k in _CONSTANT_VALUES]
+    if len(values) != 1:
+        return None
+    if len(node.attributes) != 1:  # onnx_ir's reader wants the value attribute alone
+        node = ir.Node("", "Constant", [], attributes=values, num_outputs=1)
+    return ir.convenience.get_const_tensor(node.outputs[0])
+
+
 def _const(value: ir.Value | None) -> np.ndarray | None:
     if value is None:
         return None
-    t = ir.convenience.get_const_tensor(value)
+    if value.const_value is None and (node := value.producer()) is not None and node.op_type == "Constant":
+        t = _constant_node_value(node) if node.domain in ("", "ai.onnx") else None
+    else:
+        t = ir.convenience.get_const_tensor(value)
     return None if t is None else t.numpy()
+
+
+def _const_in(node: ir.Node, index: int) -> np.ndarray | None:
+    """:func:`_const` of input ``index`` (``None`` when the node has fewer inputs: domains without a schema
+    onnxscope checks, such as com.microsoft's quantized ops, may come with too few)."""
+    return _const(node.inputs[index]) if index < len(node.inputs) else None
 
 
 def is_const(value: ir.Value | None) -> bool:
@@ -298,7 +323,7 @@ def is_const(value: ir.Value | None) -> bool:
     if node is None or node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type == "Constant":
-        return True
+        return len([k for k in node.attributes if k in _CONSTANT_VALUES]) == 1
     if node.op_type in _SCALES:  # weight-only quantization: Cast(int8) · scale
         return len(node.inputs) == 2 and all(is_const(v) for v in node.inputs)
     return node.op_type in _TRANSFORMS and bool(node.inputs) and is_const(node.inputs[0])
@@ -467,31 +492,31 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
                     if scale is not None and np.asarray(scale).dtype.kind == "f":
                         return Quantization("weight-only", user.name or name, np.asarray(scale), None, None)
     if op == "QLinearConv" and index in (3, 8):
-        w_scale, w_zp = _const(node.inputs[4]), _const(node.inputs[5])
+        w_scale, w_zp = _const_in(node, 4), _const_in(node, 5)
         if w_scale is None:
             return None
         axis = 0 if w_scale.size > 1 else None
         if index == 3:
             return Quantization("QOperator", name, w_scale, w_zp, axis)
-        x_scale = _const(node.inputs[1])
+        x_scale = _const_in(node, 1)
         if x_scale is None:
             return None
         return Quantization("QOperator", name, (x_scale * w_scale).astype(np.float32), None, axis)
     if op == "QGemm" and index in (3, 6):
-        b_scale, b_zp = _const(node.inputs[4]), _const(node.inputs[5])
+        b_scale, b_zp = _const_in(node, 4), _const_in(node, 5)
         if b_scale is None:
             return None
         axis = (0 if attr(node, "transB", 0) else 1) if b_scale.size > 1 else None
         if index == 3:
             return Quantization("QOperator", name, b_scale, b_zp, axis)
-        a_scale = _const(node.inputs[1])
+        a_scale = _const_in(node, 1)
         if a_scale is None:
             return None
         return Quantization(
             "QOperator", name, (a_scale * b_scale).astype(np.float32), None, 0 if axis is not None else None
         )
     if op == "QLinearMatMul" and index == 3:
-        b_scale, b_zp = _const(node.inputs[4]), _const(node.inputs[5])
+        b_scale, b_zp = _const_in(node, 4), _const_in(node, 5)
         if b_scale is None:
             return None
         return Quantization("QOperator", name, b_scale, b_zp, -1 if b_scale.size > 1 else None)
@@ -508,7 +533,7 @@ def quantization_of(node: ir.Node, index: int) -> Quantization | None:
         scale = _integer_op_scale(node)
         if scale is None:
             return None
-        zp = _const(node.inputs[3]) if len(node.inputs) > 3 else None
+        zp = _const_in(node, 3) if len(node.inputs) > 3 else None
         axis = (-1 if op == "MatMulInteger" else 0) if scale.size > 1 else None
         return Quantization("integer", name, scale, zp, axis)
     return None
