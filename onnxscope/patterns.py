@@ -407,7 +407,7 @@ def _projection(v: ir.Value | None, forward: bool = False) -> str | None:
             if forward:
                 frontier.append(node.outputs[0])
             elif node.op_type in _DATA_FIRST:
-                frontier.append(node.inputs[0])
+                frontier.extend(node.inputs[:1])
             else:
                 frontier.extend(i for i in node.inputs if _dynamic(i))
     return None

@@ -540,3 +540,19 @@ def test_onnx_nodes_of_a_model_importing_no_onnx_opset_are_checked_as_onnxruntim
     )
     onnx.save(helper.make_model(g, opset_imports=ms, ir_version=9), tmp_path / "scan.onnx")
     assert [n.op_type for n in onnxscope.load(tmp_path / "scan.onnx").nodes] == ["Scan"]
+
+
+def test_only_a_layer_norms_trailing_empty_inputs_are_dropped(tmp_path):
+    """LayerNormalization(x, w, "") loses its empty bias at loading (onnxruntime 1.32 crashes on it); any other
+    node keeps an empty input in its place (the fuzzer found code reading ``inputs[0]`` of a node whose only
+    input was empty, in a model whose opset has no schema to refuse it)."""
+    proto = onnx.parser.parse_model(
+        """<ir_version: 9, opset_import: ["": 17]>
+        g (float[2, 4] x, float[4] w) => (float[2, 4] y) {
+            n = LayerNormalization <axis = -1> (x, w, "")
+            y = Clip(n, "", "")
+        }"""
+    )
+    onnx.save(proto, tmp_path / "m.onnx")
+    ln, clip = onnxscope.load(tmp_path / "m.onnx").nodes
+    assert len(ln.inputs) == 2 and [i is None for i in clip.inputs] == [False, True, True]
