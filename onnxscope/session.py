@@ -55,10 +55,11 @@ def label_of(model: Model) -> str:
 
 
 def _signature(feeds: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Names, shapes and dtypes of the inputs (in the caller's order): a run with the signature of the last
-    validated one needs no validation, and its outputs fit the buffers bound for it."""
+    """Names, shapes and dtypes of the inputs (by name, whatever order the caller's mapping has): a run with the
+    signature of the last validated one needs no validation, and its outputs fit the buffers bound for it."""
     return tuple(
-        (k, v.shape, v.dtype) if isinstance(v, np.ndarray) else (k, None, type(v)) for k, v in feeds.items()
+        (k, v.shape, v.dtype) if isinstance(v, np.ndarray) else (k, None, type(v))
+        for k, v in sorted(feeds.items(), key=lambda kv: kv[0])
     )
 
 
