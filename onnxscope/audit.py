@@ -25,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.costs import Profile
+from onnxscope.discrepancy import REPORT_FIELDS
 from onnxscope.errors import InputError
 from onnxscope.graph import WEIGHTED_OPS
 from onnxscope.model import Model
@@ -94,20 +95,7 @@ _QUANTIZING_OPS = frozenset(
 RELU_LIKE = frozenset({"Relu", "Clip", "ThresholdedRelu", "Shrink"})
 
 # The comparison rows the report draws (one per aligned pair of tensors), in this order.
-COMPARISON_FIELDS = (
-    "a_tensor",
-    "b_tensor",
-    "node",
-    "op",
-    "alignment",
-    "max_abs",
-    "mean_abs",
-    "max_rel",
-    "cosine",
-    "sqnr_db",
-    "frac_outside_tol",
-    "introduced_error",
-)
+COMPARISON_FIELDS = REPORT_FIELDS
 
 
 def _f(x: Any, digits: int = 6) -> float | None:

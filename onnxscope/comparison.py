@@ -33,27 +33,13 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.align import Alignment, Pair, align
-from onnxscope.discrepancy import Discrepancy
+from onnxscope.discrepancy import REPORT_FIELDS, Discrepancy
 from onnxscope.errors import InputError, OnnxscopeError
 from onnxscope.model import Model
 from onnxscope.sides import Side
 
 __all__ = ["Comparison", "Row", "check_kernels", "compare"]
 
-REPORT_FIELDS = (
-    "a_tensor",
-    "b_tensor",
-    "node",
-    "op",
-    "alignment",
-    "max_abs",
-    "mean_abs",
-    "max_rel",
-    "cosine",
-    "sqnr_db",
-    "frac_outside_tol",
-    "introduced_error",
-)
 _MAX_REGION = 256  # nodes in one re-run sub-graph
 
 

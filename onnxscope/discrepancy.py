@@ -37,7 +37,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Discrepancy"]
+__all__ = ["REPORT_FIELDS", "Discrepancy"]
+
+# One comparison row as the compare writes it and the report reads it (onnxscope.audit.check_comparison), in order.
+REPORT_FIELDS = (
+    "a_tensor",
+    "b_tensor",
+    "node",
+    "op",
+    "alignment",
+    "max_abs",
+    "mean_abs",
+    "max_rel",
+    "cosine",
+    "sqnr_db",
+    "frac_outside_tol",
+    "introduced_error",
+)
 
 _CHUNK = 1 << 16  # elements per chunk (temporaries of 256 KiB in float32)
 

@@ -20,7 +20,7 @@ import onnx  # noqa: E402
 from compare_models import Zoo, batches, scale_initializer  # noqa: E402
 from oracles import ort_marking  # noqa: E402
 
-from onnxscope.comparison import REPORT_FIELDS  # noqa: E402
+from onnxscope.audit import check_comparison  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +89,12 @@ def test_quantized_model_aligns_95_percent_of_float_layer_outputs_and_every_metr
             np.testing.assert_array_equal(b, np.asarray(run_b[row.b_tensor], np.float64).astype(b.dtype))
             checked += 1
     assert checked > len(c.rows) / 2
-    assert all(set(r) == set(REPORT_FIELDS) for r in c.to_dict()["rows"])
+    shown = check_comparison(c.to_dict())["rows"]  # what the report draws: every row, the metrics as computed
+    assert [r["a_tensor"] for r in shown] == [r.a_tensor for r in c.rows]
+    for r, row in zip(shown, c.rows, strict=True):  # the report keeps 6 significant digits
+        assert r["b_tensor"] == row.b_tensor and r["alignment"] == row.alignment
+        assert r["max_abs"] == pytest.approx(row.max_abs, rel=1e-5, abs=1e-12)
+        assert r["mean_abs"] == pytest.approx(row.mean_abs, rel=1e-5, abs=1e-12)
 
 
 def test_arrays_compared_are_plain_onnxruntime_marking_the_tensors(zoo):
