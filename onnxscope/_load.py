@@ -29,6 +29,7 @@ value_info, unknown attributes, and value types it cannot use (an UNDEFINED elem
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -50,6 +51,7 @@ from onnxscope.limits import check_alloc
 __all__ = [
     "check_external_data",
     "check_tensor_proto",
+    "graph_contents",
     "infer_types",
     "iter_tensors",
     "load_ir",
@@ -1148,11 +1150,27 @@ def value_names(path: str | os.PathLike[str]) -> set[str]:
         >>> sorted(value_names(p))
         ['x', 'y']
     """
+    return graph_contents(path)[0]
+
+
+def graph_contents(path: str | os.PathLike[str]) -> tuple[set[str], collections.Counter[tuple[str, str]]]:
+    """The names of :func:`value_names` and how many nodes of each ``(domain, op_type)`` the main graph holds.
+
+    Example:
+        >>> import onnx_ir as ir, tempfile
+        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
+        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.onnx")
+        >>> ir.save(ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9), p)
+        >>> graph_contents(p)[1]
+        Counter({('', 'Relu'): 1})
+    """
     label = os.fspath(path)
     proto = _parse(read_regular(path, label, ModelLoadError), label, Path(path).suffix)
     names = {i.name for i in proto.graph.input if i.name}
     names.update(o for node in proto.graph.node for o in node.output if o)
-    return names
+    ops = collections.Counter((node.domain or "", node.op_type) for node in proto.graph.node)
+    return names, ops
 
 
 def serialize_with_outputs(model: ir.Model, names: list[str]) -> bytes:

@@ -41,6 +41,11 @@ from onnxscope.sides import Side
 __all__ = ["Comparison", "Row", "check_kernels", "compare"]
 
 _MAX_REGION = 256  # nodes in one re-run sub-graph
+_RECOMPUTE = {  # compare's ``recompute`` choices: what reading a tensor may cost (see Side.cost)
+    "all": ("free", "cheap", "expensive"),
+    "cheap": ("free", "cheap"),
+    "none": ("free",),
+}
 
 
 @dataclass(frozen=True)
@@ -448,6 +453,13 @@ class _Local:
                 name = self.graph.tensor_name(v)
                 q = alignment.by_b.get(name)
                 if v.is_graph_input() or (q is not None and q.a != pair.a and stop(v, q)):
+                    # fed in int8 through b's own DequantizeLinear, so that b's int8 kernel re-runs
+                    dq = self._quantized_feed(v, q, alignment)
+                    if dq is not None:
+                        node_dq, x, qx = dq
+                        nodes[id(node_dq)] = node_dq
+                        feeds[id(x)] = _Feed(x, self.graph.tensor_name(x), qx)
+                        continue
                     feeds[id(v)] = _Feed(
                         v, name, q if q is not None and q.a != pair.a or v.is_graph_input() else None
                     )
@@ -457,6 +469,35 @@ class _Local:
                     return None
         order = sorted(nodes.values(), key=lambda n: self._order.get(id(n), 0))
         return order, list(feeds.values())
+
+    def own_feeds(self) -> list[str]:
+        """The tensors of ``b``'s own run that the re-run reads."""
+        return [f.name for r in self.regions for f in r.feeds if f.pair is None]
+
+    def _quantized_feed(
+        self, v: ir.Value, q: Pair, alignment: Alignment
+    ) -> tuple[ir.Node, ir.Value, Pair] | None:
+        """When ``v`` is the DequantizeLinear of a quantized tensor aligned to the same tensor of ``a``: that
+        node, the quantized tensor and its pair — the region then starts from ``a``'s value quantized as ``b``
+        quantizes it, so that onnxruntime fuses the DequantizeLinear into the consumer's int8 kernel as in
+        ``b``'s own run (fed the dequantized float, it would run the consumer in float instead)."""
+        node = v.producer()
+        if (
+            node is None
+            or node.op_type != "DequantizeLinear"
+            or node.domain not in ("", "com.microsoft")
+            or v.graph is not self.graph.ir.graph
+            or not node.inputs
+            or node.inputs[0] is None
+            or _is_weight(node.inputs[0])
+            or not all(i is None or _is_weight(i) for i in node.inputs[1:])
+        ):
+            return None
+        x = node.inputs[0]
+        qx = alignment.by_b.get(self.graph.tensor_name(x))
+        if qx is None or qx.a != q.a or not _invertible(qx) or x.graph is not v.graph:
+            return None
+        return node, x, qx
 
     def _build(self, regions: list[_Region], run_b: Mapping[str, np.ndarray]) -> ir.Model:
         """One model computing the targets of ``regions`` from graph inputs named ``r<k>::<tensor>``."""
@@ -662,6 +703,8 @@ def compare(
         >>> c.ranked[-1].a_tensor, c.ranked[-1].introduced_error  # Relu passes the error on, adds none
         ('a', 0.0)
     """
+    if recompute not in _RECOMPUTE:
+        raise InputError(f"recompute {recompute!r}: choose one of {', '.join(_RECOMPUTE)}")
     side_a, side_b = Side.of(a, optimization="disable"), Side.of(b)
     if (
         inputs is None and not random and hasattr(side_a, "capture")
@@ -671,7 +714,7 @@ def compare(
     def setup(
         run_a: Mapping[str, np.ndarray], run_b: Mapping[str, np.ndarray]
     ) -> tuple[Comparison, _Local | None]:
-        return _plan(side_a, side_b, run_a, run_b, rtol, atol, worst, introduced, reference, only)
+        return _plan(side_a, side_b, run_a, run_b, rtol, atol, worst, introduced, reference, only, recompute)
 
     return _loop(side_a, side_b, inputs, random, seed, dims, progress, setup, first_sample)
 
@@ -770,9 +813,7 @@ def _plan(
         reference=reference or ("a" if same else None),
     )
     have_a, have_b = side_a.tensors(), side_b.tensors()
-    allowed = {"none": ("free",), "cheap": ("free", "cheap"), "all": ("free", "cheap", "expensive")}[
-        recompute
-    ]
+    allowed = _RECOMPUTE[recompute]
     chosen: dict[str, Pair] = {}  # per tensor of a: its downstream-most counterpart that is affordable
     for pair in alignment.pairs:
         if pair.how == "input":
@@ -810,6 +851,15 @@ def _accumulate(
     first: int,
     batch: int | None,
 ) -> None:
+    for run, names in (
+        (run_a, [p.pair.a for p in comparison.plans]),
+        (run_b, [p.pair.b for p in comparison.plans] + (local.own_feeds() if local is not None else [])),
+    ):
+        if hasattr(run, "materialize"):  # what fusions removed and the comparison reads: in one run per side
+            try:
+                run.materialize(names)
+            except OnnxscopeError:  # read one by one below, each failure noted on its row
+                pass
     recomputed = local.run(run_a, run_b) if local is not None else {}
     for plan in comparison.plans:
         pair = plan.pair

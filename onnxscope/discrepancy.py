@@ -109,28 +109,32 @@ class _Sums:
                 self.sbb += float(np.dot(fb, fb))
                 self.sab += float(np.dot(fa, fb))
             ad = np.abs(d, out=d)
-            total = float(ad.sum(dtype=np.float64))
+            total = float(ad.sum(dtype=work))  # pairwise summation within the chunk
             if not math.isfinite(total) or not math.isfinite(self.saa + self.sbb):
                 self._exact(fa, fb, rtol, atol, step)
                 continue
             m = float(ad.max())
             if not light:
                 ref = np.abs(fa)
-                self.max_ref = max(self.max_ref, float(ref.max()))
+                top = float(ref.max())
+                self.max_ref = max(self.max_ref, top)
             if m > atol and not light:
                 ref *= rtol
                 ref += atol
-                outside = ad.size - int(np.count_nonzero(ad <= ref))
+                slack = np.subtract(ref, ad)
+                outside = int(np.count_nonzero(slack < 0))
                 if work is np.float32:  # elements within rounding of the tolerance: decided in float64
-                    near = np.flatnonzero(np.abs(ad - ref) <= 4e-7 * ref)
-                    if near.size:
+                    np.abs(slack, out=slack)
+                    bound = 4e-7 * (atol + rtol * top)  # ≥ 4e-7 × the element's own tolerance
+                    if float(slack.min()) <= bound:
+                        near = np.flatnonzero(slack <= bound)
                         x64 = fa[near].astype(np.float64)
                         d64 = np.abs(x64 - fb[near].astype(np.float64))
                         in32 = int(np.count_nonzero(ad[near] <= ref[near]))
                         in64 = int(np.count_nonzero(d64 <= atol + rtol * np.abs(x64)))
                         outside += in32 - in64
                 self.outside += outside
-            self.differ += int(np.count_nonzero(ad)) if total else 0
+            self.differ += int(np.count_nonzero(ad != 0)) if total else 0
             self.max_abs = max(self.max_abs, m)
             self.sum_abs += total
             if step is not None:

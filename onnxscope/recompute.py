@@ -23,13 +23,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxscope.graph import Graph, attr, subgraphs
+from onnxscope.graph import WEIGHTED_OPS, Graph, attr, subgraphs
 from onnxscope.weights import const_array, is_const
 
 __all__ = ["Part", "Recompute", "attention_probs_nodes"]
@@ -53,6 +53,7 @@ class Part:
     conditions: tuple[tuple[str, bool], ...] = ()
     targets: list[ir.Value] = field(default_factory=list)  # the values of ``outputs`` (virtual ones excluded)
     feed_values: list[ir.Value] = field(default_factory=list)  # the values of ``feeds``
+    heavy: bool = False  # runs a weighted op (Conv, MatMul…) or an attention decomposition
     _model: ir.Model | None = None
 
     def model(self, graph: Graph, dtypes: Mapping[str, np.dtype] | None = None) -> ir.Model:
@@ -138,6 +139,7 @@ class Recompute:
                 nodes[id(producer)] = producer
                 stack.extend(_inputs(producer))
             entry = where.get(id(fused if fused is not None else starts[0].producer()))
+            heavy = fused is not None or any(n.op_type in WEIGHTED_OPS for n in nodes.values())
             part = {
                 "outputs": [name],
                 "targets": [starts[0]] if fused is None else [],
@@ -146,8 +148,12 @@ class Recompute:
                 "inits": dict(inits),
                 "virtual": {name: fused} if fused is not None else {},
                 "conditions": entry.conditions if entry is not None else (),
+                "heavy": heavy,
             }
-            keys = {(id(home), k) for k in nodes}  # parts of one graph merge when they share nodes
+            # parts of one graph merge when they share nodes — a light part (dequantizations, activations…) only
+            # with light ones, so that reading it never runs a Conv another tensor needs (shared light nodes are
+            # then computed twice when both are read, which costs little)
+            keys = {(id(home), heavy, k) for k in nodes}
             for i in sorted({part_of_node[k] for k in keys if k in part_of_node}):
                 old = parts[i]
                 if old is None:
@@ -159,7 +165,7 @@ class Recompute:
                 parts[i] = None
             parts.append(part)
             for k in part["nodes"]:
-                part_of_node[(id(home), k)] = len(parts) - 1
+                part_of_node[(id(home), heavy, k)] = len(parts) - 1
         self.parts: list[Part] = []
         for p in parts:
             if p is None:
@@ -177,19 +183,29 @@ class Recompute:
                     conditions=p["conditions"],
                     targets=p["targets"],
                     feed_values=list(feeds.values()),
+                    heavy=p["heavy"],
                 )
             )
         self.part_of = {name: i for i, part in enumerate(self.parts) for name in part.outputs}
 
-    def combined(self, graph: Graph) -> Part | None:
-        """Every part of the main graph that runs unconditionally, as one (to recompute them all in one run)."""
-        if "_combined" not in self.__dict__:
+    def combined(self, graph: Graph, names: Collection[str] | None = None) -> Part | None:
+        """Every part of the main graph that runs unconditionally (or those computing ``names``), as one — to
+        recompute them all in one run; ``None`` when there are fewer than two. Built once per set of parts."""
+        cache = self.__dict__.setdefault("_combined", {})
+        chosen = range(len(self.parts)) if names is None else sorted({self.part_of[n] for n in names})
+        key = tuple(chosen)
+        if key not in cache:
             top = graph.ir.graph
-            parts = [p for p in self.parts if not p.conditions and all(n.graph is top for n in p.nodes)]
+            parts = [
+                p
+                for p in (self.parts[i] for i in chosen)
+                if not p.conditions and all(n.graph is top for n in p.nodes)
+            ]
             order = {id(e.node): i for i, e in enumerate(graph.entries)}
             combined = None
             if len(parts) > 1:
-                nodes = sorted((n for p in parts for n in p.nodes), key=lambda n: order.get(id(n), -1))
+                unique = {id(n): n for p in parts for n in p.nodes}  # light and heavy parts may share nodes
+                nodes = sorted(unique.values(), key=lambda n: order.get(id(n), -1))
                 feeds: dict[str, ir.Value] = {}
                 for p in parts:
                     feeds.update(zip(p.feeds, p.feed_values, strict=True))
@@ -202,9 +218,10 @@ class Recompute:
                     virtual={k: v for p in parts for k, v in p.virtual.items()},
                     targets=[t for p in parts for t in p.targets],
                     feed_values=list(feeds.values()),
+                    heavy=any(p.heavy for p in parts),
                 )
-            self.__dict__["_combined"] = combined
-        return self.__dict__["_combined"]  # type: ignore[no-any-return]
+            cache[key] = combined
+        return cache[key]  # type: ignore[no-any-return]
 
     @property
     def feeds(self) -> set[str]:

@@ -23,7 +23,7 @@ Loop/Scan (the iteration). Arrays are read-only.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -117,13 +117,16 @@ class Storage(Mapping[str, np.ndarray]):
         self._done.update(self._recomputer.compute(name, self.__getitem__))
         return self._done[name]
 
-    def materialize(self) -> None:
-        """Compute every lazy tensor now (e.g. before saving): the main graph's recomputations in one run, then
-        the rest (If branches that ran, folded weights)."""
-        pending = [k for k, how in self._lazy.items() if how == "recomputed" and k not in self._done]
+    def materialize(self, names: Collection[str] | None = None) -> None:
+        """Compute every lazy tensor (or those of ``names``) now, e.g. before saving: the main graph's
+        recomputations in one run, then the rest (If branches that ran, folded weights)."""
+        wanted = self._lazy if names is None else [k for k in names if k in self._lazy]
+        pending = [k for k in wanted if self._lazy[k] == "recomputed" and k not in self._done]
         if len(pending) > 1 and self._recomputer is not None and hasattr(self._recomputer, "compute_all"):
-            self._done.update(self._recomputer.compute_all(self.__getitem__))
-        for name in self._lazy:
+            self._done.update(
+                self._recomputer.compute_all(self.__getitem__, None if names is None else pending)
+            )
+        for name in wanted:
             if name not in self._done and self.ran(name):
                 self[name]
 
@@ -273,10 +276,18 @@ class Capture(Mapping[str, np.ndarray]):
                 return False
         return result if isinstance(result, np.ndarray) and result.ndim else bool(result)
 
-    def materialize(self) -> Capture:
-        """Compute now every tensor that is otherwise computed on first read (recomputed ones in one run of
-        onnxruntime for the main graph); returns the capture."""
-        self.storage.materialize()
+    def materialize(self, names: Collection[str] | None = None) -> Capture:
+        """Compute now every tensor (or those of ``names``) that is otherwise computed on first read (recomputed
+        ones in one run of onnxruntime for the main graph); returns the capture.
+
+        Example:
+            >>> import numpy as np, onnxscope
+            >>> from onnxscope.testing import mlp_model
+            >>> cap = onnxscope.capture(onnxscope.Model(mlp_model()), {"x": np.ones((1, 3), np.float32)})
+            >>> cap.storage.captured("h"), cap.materialize(["h"]).storage.captured("h")
+            (False, True)
+        """
+        self.storage.materialize(names)
         return self
 
     # -- views (joins with the model; see onnxscope.views) ---------------------------------------------

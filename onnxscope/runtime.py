@@ -131,19 +131,88 @@ def survivors(
     """
     if optimization == "disable":
         return None
+    found = _optimized(model, folder, optimization, providers, threads, [])
+    if found is None:
+        return None
+    names, ops = found
+    if isinstance(model, str) or not _relaid(model, ops):
+        return names
+    # Layout transforms (NHWC for the int8 kernels of some CPUs, NCHWc blocks for float convolutions) give the
+    # tensors of the nodes they move new names. Those tensors are still computed, and asked for by their own names
+    # onnxruntime reorders them back and runs the same kernels — at the price of one reorder each. Float ones stay
+    # recomputed on read (equal within float rounding, and the run keeps its speed); quantized ones (QuantizeLinear
+    # outputs) are captured, because only the int8 kernels say what they compute: recomputed in float by the QDQ
+    # nodes, they would not show where this CPU's kernels saturate. onnxruntime says whether marking them keeps
+    # its kernels: they are kept when the optimized graph then runs the same kernels (layout ops aside).
+    quantized = [
+        v.name
+        for n in model.graph
+        if n.op_type == "QuantizeLinear" and (n.domain or "") in ("", "com.microsoft")
+        for v in n.outputs[:1]
+        if v.name and v.name not in names and not v.is_graph_output()
+    ]
+    if not quantized:
+        return names
+    marked = _optimized(model, folder, optimization, providers, threads, quantized)
+    if marked is None:
+        return names
+    names2, ops2 = marked
+    if _compute(ops2) == _compute(ops) and names2.issuperset(quantized):
+        return names | set(quantized)
+    return names
+
+
+def _relaid(model: ir.Model, ops: Any) -> bool:
+    """Whether onnxruntime's optimized graph (node counts ``ops``) moved tensors to another layout."""
+    if any(d == "com.microsoft.nchwc" or t.startswith("Nhwc") for d, t in ops):
+        return True
+    transposes = sum(1 for n in model.graph if n.op_type == "Transpose" and (n.domain or "") == "")
+    return bool(ops.get(("", "Transpose"), 0) > transposes)
+
+
+_LAYOUT_OPS = {
+    ("", "Transpose"),
+    ("com.microsoft.nchwc", "ReorderInput"),
+    ("com.microsoft.nchwc", "ReorderOutput"),
+}
+
+
+def _compute(ops: Any) -> dict[tuple[str, str], int]:
+    """Node counts by kind, without the ops that only move data between layouts."""
+    return {k: v for k, v in ops.items() if k not in _LAYOUT_OPS}
+
+
+def _optimized(
+    model: ir.Model | str,
+    folder: str | None,
+    optimization: str,
+    providers: list[str] | None,
+    threads: int | None,
+    marked: list[str],
+) -> tuple[set[str], Any] | None:
+    """The tensor names and node counts of the graph onnxruntime optimizes ``model`` into, with main-graph
+    tensors ``marked`` as extra outputs (``None``: onnxruntime could not save it, or it cannot be read back)."""
     so = session_options(optimization, threads)
     with tempfile.TemporaryDirectory(prefix="onnxscope-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         so.optimized_model_filepath = path
         so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        sess = make_session(model if isinstance(model, str) else serialize(model), folder, so, providers)
-        del sess
+        if isinstance(model, str):
+            data: bytes | str = model
+        elif marked:
+            from onnxscope._load import serialize_with_outputs
+
+            data = serialize_with_outputs(model, marked)
+        else:
+            data = serialize(model)
+        sess = make_session(data, folder, so, providers)
+        del sess, data
         if not os.path.exists(path):
             return None
-        from onnxscope._load import value_names
+        from onnxscope._load import graph_contents
 
         try:
-            return value_names(path)
+            return graph_contents(path)
         except Exception:  # an optimized graph that cannot be read back: assume nothing was removed
             return None

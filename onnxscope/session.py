@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -184,7 +184,7 @@ class _Recomputer:
         self.plan = session.plan.recompute
         self.folder = session._folder
         self.options = (session.optimization, session.threads, session.providers)
-        self.sessions: dict[int, Any] = {}
+        self.sessions: dict[Any, Any] = {}  # by part index, or the parts run together
 
     def _feed(self, name: str, get: Any) -> np.ndarray:
         try:
@@ -194,14 +194,17 @@ class _Recomputer:
                 return self.model.weights[name].numpy()
             raise
 
-    def compute_all(self, get: Any) -> dict[str, np.ndarray]:
-        """Every unconditional recomputation of the main graph in one run (one session: cheaper than one per
-        part when all are wanted, as when a capture is saved or compared)."""
+    def compute_all(self, get: Any, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Every unconditional recomputation of the main graph (or those yielding ``names``) in one run (one
+        session: cheaper than one per part when all are wanted, as when a capture is saved or compared)."""
         assert self.plan is not None
-        part = self.plan.combined(self.model)
+        if names is not None:
+            names = [n for n in names if n in self.plan.part_of]
+        part = self.plan.combined(self.model, names)
         if part is None:
             return {}
-        return self._run_part(-1, part, part.outputs[0], get)
+        key = -1 if names is None else ("combined", *sorted({self.plan.part_of[n] for n in names}))
+        return self._run_part(key, part, part.outputs[0], get)
 
     def compute(self, name: str, get: Any) -> dict[str, np.ndarray]:
         assert self.plan is not None
@@ -209,7 +212,7 @@ class _Recomputer:
         part = self.plan.parts[i]
         return self._run_part(i, part, name, get)
 
-    def _run_part(self, i: int, part: Any, name: str, get: Any) -> dict[str, np.ndarray]:
+    def _run_part(self, i: Any, part: Any, name: str, get: Any) -> dict[str, np.ndarray]:
         for cond, branch in part.conditions:  # outermost first: a branch that did not run computed nothing
             try:
                 value = np.asarray(get(cond))

@@ -167,11 +167,7 @@ class Side:
         recompute = getattr(plan, "recompute", None)
         if recompute is None or name not in recompute.part_of:
             return "cheap"
-        from onnxscope.graph import WEIGHTED_OPS
-
-        part = recompute.parts[recompute.part_of[name]]
-        heavy = part.virtual or any(n.op_type in WEIGHTED_OPS for n in part.nodes)
-        return "expensive" if heavy else "cheap"
+        return "expensive" if recompute.parts[recompute.part_of[name]].heavy else "cheap"
 
     def rerun(self, model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a sub-model of this side's nodes the way this side runs (same engine and configuration); the

@@ -94,3 +94,28 @@ def test_float_tensors_inside_int8_kernels_are_the_qdq_semantics_run_on_captured
         part = session.plan.recompute.parts[session.plan.recompute.part_of[k]]
         oracle = ort_subgraph(qdq_model.path, {f: np.asarray(cap[f]) for f in part.feeds}, part.outputs)
         np.testing.assert_array_equal(cap[k], oracle[k], err_msg=k)
+
+
+def test_int8_tensors_onnxruntime_renames_for_its_layout_are_captured_from_its_own_kernels(
+    qdq_model, tmp_path
+):
+    """onnxruntime runs QLinearConv in NHWC on some CPUs, and then its optimized graph holds the int8 tensors under
+    new names. Asked for by their own names, it transposes them back and runs the same kernels. So every
+    QuantizeLinear output is captured (none recomputed in float), equal to onnxruntime marking it, and the model's
+    output is plain onnxruntime's."""
+    proto = load_proto(qdq_model.path)
+    quantized = [n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(qdq_model.path, so, providers=["CPUExecutionProvider"])
+    kept = {o for n in load_proto(tmp_path / "optimized.onnx").graph.node for o in n.output}
+    renamed = [q for q in quantized if q not in kept]
+    print(f"{len(renamed)} of {len(quantized)} int8 tensors renamed by onnxruntime on this CPU")
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    cap = onnxscope.capture(qdq_model, {"input": x})
+    oracle = ort_marking(qdq_model.path, {"input": x}, quantized, "all")
+    for q in quantized:
+        assert cap.info(q).source == "captured", q
+        np.testing.assert_array_equal(cap[q], oracle[q], err_msg=q)
+    plain = ort_plain(qdq_model.path, {"input": x}, "all")
+    np.testing.assert_array_equal(next(iter(cap.outputs.values())), next(iter(plain.values())))

@@ -166,6 +166,76 @@ def test_fp16_copy_and_opset_conversion_align_every_tensor(zoo, variant):
         assert max(r.max_rel for r in c.rows) < 0.05  # fp16 rounding, not a misalignment
 
 
+def conv_relu_pair(folder):
+    """A float Conv→ReLU net and its QDQ version: the quantizer absorbs each ReLU into its QuantizeLinear's range,
+    so the float output of each Conv lives inside an int8 kernel."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+    ).eval()
+    fp32, qdq = folder / "f.onnx", folder / "q.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(fp32), dynamo=False, input_names=["x"])
+
+    class Reader:
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.items = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(fp32),
+        str(qdq),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+    )
+    return fp32, qdq
+
+
+def test_recompute_chooses_which_tensors_fusions_removed_are_compared(tmp_path):
+    """fp32 against QDQ: "none" compares only tensors the QDQ run produced (in onnxruntime's optimized graph, or
+    an int8 tensor it computes); "cheap" adds those recomputed without a Conv (dequantizations); "all" also the
+    float output of each Conv, which exists only inside an int8 kernel. The same pair gives the same numbers
+    whatever else is compared."""
+    fp32, qdq = conv_relu_pair(tmp_path)
+    batch = {"x": np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    q = onnx.load(str(qdq))
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
+    run = {o for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node for o in n.output}
+    run |= {n.output[0] for n in q.graph.node if n.op_type == "QuantizeLinear"} | {"x"}
+    producer = {o: n for n in q.graph.node for o in n.output}
+
+    def needs_conv(name):  # raw onnx: a Conv between the tensor and what the run produced
+        node = producer.get(name)
+        if name in run or node is None:
+            return False
+        return node.op_type == "Conv" or any(needs_conv(i) for i in node.input)
+
+    rows = {
+        how: {r.b_tensor: r for r in onnxscope.compare(fp32, qdq, batch, recompute=how).rows}
+        for how in ("all", "cheap", "none")
+    }
+    assert rows["none"] and set(rows["none"]) <= run
+    assert set(rows["cheap"]) - run and not any(needs_conv(b) for b in rows["cheap"])
+    assert any(needs_conv(b) for b in rows["all"])
+    for how in ("cheap", "none"):
+        for name, row in rows[how].items():
+            if name in rows["all"]:
+                assert row.max_abs == rows["all"][name].max_abs and row.cosine == rows["all"][name].cosine
+    with pytest.raises(onnxscope.InputError, match="recompute 'some': choose one of all, cheap, none"):
+        onnxscope.compare(fp32, qdq, batch, recompute="some")
+
+
 def test_one_model_under_two_runtime_configurations(zoo):
     m = onnxscope.load(zoo.path("cnn"))
     c = onnxscope.compare(
