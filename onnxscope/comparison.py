@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -730,12 +731,18 @@ def _loop(
     setup: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], tuple[Comparison, _Local | None]],
     first_sample: int = 0,
 ) -> Comparison:
-    """Run both sides batch by batch and accumulate; ``setup`` plans the comparison on the first batch."""
+    """Run both sides batch by batch and accumulate; ``setup`` plans the comparison on the first batch.
+
+    Pipelined over two threads: while one batch's re-runs and metrics are computed on a worker thread, the sides
+    run the next batch (onnxruntime and numpy release the GIL) — never more than two batches in flight, and the
+    metrics are accumulated batch after batch, in order, by that one worker."""
     comparison: Comparison | None = None
     local: _Local | None = None
     names_a = side_a.inputs()
     bar = _progress(progress)
     sample = first_sample
+    pending: Future[None] | None = None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxscope-compare")
     try:
         for feeds in _batches(inputs, side_a.model, random, seed, dims):
             if feeds is None or random:
@@ -748,10 +755,18 @@ def _loop(
             batch = _batch_size(feeds_a)
             if comparison is None:
                 comparison, local = setup(run_a, run_b)
-            _accumulate(comparison, local, run_a, run_b, sample, batch)
+            _materialize(comparison, local, run_a, run_b)
+            if pending is not None:
+                pending.result()  # the previous batch is done: at most two in flight
+                bar.update(1)
+            pending = pool.submit(_accumulate, comparison, local, run_a, run_b, sample, batch)
+            del run_a, run_b  # the worker holds them until their batch is accumulated
             sample += batch or 1
+        if pending is not None:
+            pending.result()
             bar.update(1)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     if comparison is None:
         raise InputError("the comparison got no batch of inputs")
@@ -843,6 +858,24 @@ def _invertible(pair: Pair) -> bool:
     return all(not s.dynamic for s in pair.steps)
 
 
+def _materialize(
+    comparison: Comparison,
+    local: _Local | None,
+    run_a: Mapping[str, np.ndarray],
+    run_b: Mapping[str, np.ndarray],
+) -> None:
+    """Recompute now, in one run per side, the tensors fusions removed that the comparison reads."""
+    for run, names in (
+        (run_a, [p.pair.a for p in comparison.plans]),
+        (run_b, [p.pair.b for p in comparison.plans] + (local.own_feeds() if local is not None else [])),
+    ):
+        if hasattr(run, "materialize"):
+            try:
+                run.materialize(names)
+            except OnnxscopeError:  # read one by one later, each failure noted on its row
+                pass
+
+
 def _accumulate(
     comparison: Comparison,
     local: _Local | None,
@@ -851,15 +884,6 @@ def _accumulate(
     first: int,
     batch: int | None,
 ) -> None:
-    for run, names in (
-        (run_a, [p.pair.a for p in comparison.plans]),
-        (run_b, [p.pair.b for p in comparison.plans] + (local.own_feeds() if local is not None else [])),
-    ):
-        if hasattr(run, "materialize"):  # what fusions removed and the comparison reads: in one run per side
-            try:
-                run.materialize(names)
-            except OnnxscopeError:  # read one by one below, each failure noted on its row
-                pass
     recomputed = local.run(run_a, run_b) if local is not None else {}
     for plan in comparison.plans:
         pair = plan.pair
