@@ -733,36 +733,16 @@ def _loop(
 ) -> Comparison:
     """Run both sides batch by batch and accumulate; ``setup`` plans the comparison on the first batch.
 
-    Pipelined over three threads, so that two cores share the work: this one runs ``a`` on batch *i+1* while a
-    worker runs ``b`` on batch *i* (and recomputes what the comparison reads of it) and another re-runs ``b``'s
-    layers and accumulates the metrics of batch *i-1* — onnxruntime and numpy release the GIL. Metrics are
-    accumulated batch after batch, in order, by that one worker; at most three batches are held at once."""
+    Pipelined over two threads: while one batch's re-runs and metrics are computed on a worker thread, the sides
+    run the next batch (onnxruntime and numpy release the GIL) — never more than two batches in flight, and the
+    metrics are accumulated batch after batch, in order, by that one worker."""
     comparison: Comparison | None = None
     local: _Local | None = None
     names_a = side_a.inputs()
     bar = _progress(progress)
     sample = first_sample
-    pool_b = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxscope-compare-b")
-    pool_acc = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxscope-compare-metrics")
-    accumulating: Future[None] | None = None
-    previous: tuple[Mapping[str, np.ndarray], Future[Mapping[str, np.ndarray]], int, int | None] | None = None
-
-    def run_b(feeds_b: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        run = side_b.run(feeds_b)
-        assert comparison is not None
-        _materialize(comparison, local, None, run)
-        return run
-
-    def hand_over() -> None:  # the previous batch, both sides run: to the metrics worker
-        nonlocal accumulating
-        assert previous is not None and comparison is not None
-        run_a, ran_b, first, size = previous
-        run_b_ = ran_b.result()
-        if accumulating is not None:
-            accumulating.result()
-            bar.update(1)
-        accumulating = pool_acc.submit(_accumulate, comparison, local, run_a, run_b_, first, size)
-
+    pending: Future[None] | None = None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxscope-compare")
     try:
         for feeds in _batches(inputs, side_a.model, random, seed, dims):
             if feeds is None or random:
@@ -771,34 +751,22 @@ def _loop(
                 feeds = prepare_inputs(side_a.model, feeds, random=random, seed=seed, dims=dims)
             run_a = side_a.run(feeds)
             feeds_a = {k: np.asarray(run_a[k]) for k in names_a if k in run_a} or dict(feeds)
-            feeds_b = _feeds_for(side_b, feeds_a, names_a)
+            run_b = side_b.run(_feeds_for(side_b, feeds_a, names_a))
             batch = _batch_size(feeds_a)
-            ran_b: Future[Mapping[str, np.ndarray]]
-            if comparison is None:  # the first batch plans the comparison
-                first_b = side_b.run(feeds_b)
-                comparison, local = setup(run_a, first_b)
-                _materialize(comparison, local, None, first_b)
-                ran_b = Future()
-                ran_b.set_result(first_b)
-                del first_b
-            else:
-                ran_b = pool_b.submit(run_b, feeds_b)
-            _materialize(comparison, local, run_a, None)
-            if previous is not None:
-                hand_over()
-            previous = (run_a, ran_b, sample, batch)
-            del run_a, ran_b
+            if comparison is None:
+                comparison, local = setup(run_a, run_b)
+            _materialize(comparison, local, run_a, run_b)
+            if pending is not None:
+                pending.result()  # the previous batch is done: at most two in flight
+                bar.update(1)
+            pending = pool.submit(_accumulate, comparison, local, run_a, run_b, sample, batch)
+            del run_a, run_b  # the worker holds them until their batch is accumulated
             sample += batch or 1
-        if previous is not None:
-            hand_over()
-            previous = None
-        if accumulating is not None:
-            accumulating.result()
+        if pending is not None:
+            pending.result()
             bar.update(1)
     finally:
-        previous = None
-        for pool in (pool_b, pool_acc):
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     if comparison is None:
         raise InputError("the comparison got no batch of inputs")
@@ -893,15 +861,15 @@ def _invertible(pair: Pair) -> bool:
 def _materialize(
     comparison: Comparison,
     local: _Local | None,
-    run_a: Mapping[str, np.ndarray] | None,
-    run_b: Mapping[str, np.ndarray] | None,
+    run_a: Mapping[str, np.ndarray],
+    run_b: Mapping[str, np.ndarray],
 ) -> None:
     """Recompute now, in one run per side, the tensors fusions removed that the comparison reads."""
     for run, names in (
         (run_a, [p.pair.a for p in comparison.plans]),
         (run_b, [p.pair.b for p in comparison.plans] + (local.own_feeds() if local is not None else [])),
     ):
-        if run is not None and hasattr(run, "materialize"):
+        if hasattr(run, "materialize"):
             try:
                 run.materialize(names)
             except OnnxscopeError:  # read one by one later, each failure noted on its row
