@@ -755,7 +755,8 @@ def _loop(
             batch = _batch_size(feeds_a)
             if comparison is None:
                 comparison, local = setup(run_a, run_b)
-            _materialize(comparison, local, run_a, run_b)
+            # what takes a Conv to recompute, here; the rest (cheap) on the worker, which has time to spare
+            _materialize(comparison, local, run_a, run_b, heavy=(side_a, side_b))
             if pending is not None:
                 pending.result()  # the previous batch is done: at most two in flight
                 bar.update(1)
@@ -863,13 +864,19 @@ def _materialize(
     local: _Local | None,
     run_a: Mapping[str, np.ndarray],
     run_b: Mapping[str, np.ndarray],
+    heavy: tuple[Side, Side] | None = None,
 ) -> None:
-    """Recompute now, in one run per side, the tensors fusions removed that the comparison reads."""
-    for run, names in (
-        (run_a, [p.pair.a for p in comparison.plans]),
-        (run_b, [p.pair.b for p in comparison.plans] + (local.own_feeds() if local is not None else [])),
+    """Recompute now, in one run per side, the tensors fusions removed that the comparison reads (with ``heavy``,
+    the sides: only those whose recomputation runs a Conv, MatMul…)."""
+    for k, (run, names) in enumerate(
+        (
+            (run_a, [p.pair.a for p in comparison.plans]),
+            (run_b, [p.pair.b for p in comparison.plans] + (local.own_feeds() if local is not None else [])),
+        )
     ):
-        if hasattr(run, "materialize"):
+        if heavy is not None:
+            names = [n for n in names if heavy[k].cost(run, n) == "expensive"]
+        if names and hasattr(run, "materialize"):
             try:
                 run.materialize(names)
             except OnnxscopeError:  # read one by one later, each failure noted on its row
@@ -884,6 +891,7 @@ def _accumulate(
     first: int,
     batch: int | None,
 ) -> None:
+    _materialize(comparison, local, run_a, run_b)
     recomputed = local.run(run_a, run_b) if local is not None else {}
     for plan in comparison.plans:
         pair = plan.pair

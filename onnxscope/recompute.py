@@ -190,10 +190,12 @@ class Recompute:
 
     def combined(self, graph: Graph, names: Collection[str] | None = None) -> Part | None:
         """Every part of the main graph that runs unconditionally (or those computing ``names``), as one — to
-        recompute them all in one run; ``None`` when there are fewer than two. Built once per set of parts."""
+        recompute them all in one run; ``None`` when there are fewer than two. With ``names``, only those are its
+        outputs (the others of their parts are not written, and fusions between them stay). Built once per set."""
         cache = self.__dict__.setdefault("_combined", {})
         chosen = range(len(self.parts)) if names is None else sorted({self.part_of[n] for n in names})
-        key = tuple(chosen)
+        keep = None if names is None else frozenset(names)
+        key = (tuple(chosen), keep)
         if key not in cache:
             top = graph.ir.graph
             parts = [
@@ -209,14 +211,20 @@ class Recompute:
                 feeds: dict[str, ir.Value] = {}
                 for p in parts:
                     feeds.update(zip(p.feeds, p.feed_values, strict=True))
+                plain = [
+                    (o, t)
+                    for p in parts
+                    for o, t in zip([o for o in p.outputs if o not in p.virtual], p.targets, strict=True)
+                    if keep is None or o in keep
+                ]
+                virtual = {k: v for p in parts for k, v in p.virtual.items() if keep is None or k in keep}
                 combined = Part(
-                    outputs=[o for p in parts for o in p.outputs if o not in p.virtual]
-                    + [o for p in parts for o in p.virtual],
+                    outputs=[o for o, _ in plain] + list(virtual),
                     feeds=list(feeds),
                     nodes=nodes,
                     initializers=list({id(v): v for p in parts for v in p.initializers}.values()),
-                    virtual={k: v for p in parts for k, v in p.virtual.items()},
-                    targets=[t for p in parts for t in p.targets],
+                    virtual=virtual,
+                    targets=[t for _, t in plain],
                     feed_values=list(feeds.values()),
                     heavy=any(p.heavy for p in parts),
                 )

@@ -307,6 +307,27 @@ def test_dataset_metrics_stream_and_shards_merge_into_the_whole(zoo, tmp_path):
     assert row.worst_samples[0][1] == pytest.approx(max(errs))
 
 
+def test_batches_accumulate_in_order_and_a_bad_one_stops_the_comparison_with_its_error(zoo):
+    """Batches are pipelined (one accumulated while the next runs): the numbers are those of the batches compared
+    one at a time and merged in order, and a batch that does not fit the model ends the comparison with its own
+    error, after the batches before it."""
+    a, b = zoo.path("cnn"), zoo.path("cnn", "qdq")
+    data = batches("cnn", 3, seed=5)
+    whole = onnxscope.compare(a, b, data, worst=3)
+    merged = onnxscope.compare(a, b, data[0], worst=3)
+    for i in (1, 2):
+        merged = merged.merge(onnxscope.compare(a, b, data[i], worst=3, first_sample=i))
+    for r, s in zip(whole.rows, merged.rows, strict=True):
+        assert (r.max_abs, r.frac_outside_tol, r.worst_samples) == (
+            s.max_abs,
+            s.frac_outside_tol,
+            s.worst_samples,
+        )
+    bad = [*data, {"x": np.zeros((1, 3, 5), np.float32)}]
+    with pytest.raises(onnxscope.InputError, match="x"):
+        onnxscope.compare(a, b, bad)
+
+
 def test_captures_already_made_compare_without_inputs(zoo):
     x = batches("cnn", 1)[0]
     cap_a = onnxscope.capture(zoo.path("cnn"), x)
