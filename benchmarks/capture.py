@@ -38,7 +38,16 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
 
-SYNTHETIC = ("resnet50", "bert", "gpt2", "vit", "resnet50-qdq", "synthetic100k")
+SYNTHETIC = (
+    "resnet50",
+    "bert",
+    "gpt2",
+    "vit",
+    "resnet50-qdq",
+    "resnet50-folded",
+    "resnet50-folded-qdq",
+    "synthetic100k",
+)
 
 
 def corpus() -> list[str]:
@@ -58,7 +67,7 @@ def build_torch(name: str):
     import transformers as T
 
     torch.manual_seed(0)
-    if name == "resnet50":
+    if name in ("resnet50", "resnet50-folded"):
         inner, x = T.ResNetModel(T.ResNetConfig()), torch.randn(1, 3, 224, 224)
     elif name == "bert":
         inner, x = T.BertModel(T.BertConfig()), torch.randint(0, 1000, (1, 128))
@@ -101,7 +110,10 @@ def export(name: str, folder: str) -> str:
     path = os.path.join(folder, f"{name}.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), path, dynamo=True, optimize=False, input_names=["x"])
+        # "-folded": the exporter's default optimization, which folds BatchNorm into the Convs (then a QDQ version
+        # runs every Conv as one int8 kernel; on CPUs without it, onnxruntime's NHWC int8 kernels rename tensors)
+        folded = name.endswith("-folded")
+        torch.onnx.export(net, (x,), path, dynamo=True, optimize=folded, input_names=["x"])
     np.save(os.path.join(folder, f"{name}.x.npy"), x.numpy())
     return path
 
