@@ -206,3 +206,38 @@ class Zoo:
             raise ValueError(variant)
         assert os.path.exists(p)
         return p
+
+
+def conv_relu_pair(folder):
+    """A float Conv→ReLU net and its QDQ version: the quantizer absorbs each ReLU into its QuantizeLinear's range,
+    so the float output of each Conv lives inside an int8 kernel."""
+    import torch
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.ReLU(),
+    ).eval()
+    fp32, qdq = folder / "f.onnx", folder / "q.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(fp32), dynamo=False, input_names=["x"])
+
+    class Reader:
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.items = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(fp32),
+        str(qdq),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+    )
+    return fp32, qdq
