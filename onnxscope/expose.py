@@ -42,8 +42,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxscope.errors import InputError, NotFoundError, closest
-from onnxscope.graph import Graph, Scope, attention_probs_name, subgraphs
-from onnxscope.patterns import FUSED_ATTENTION_OPS
+from onnxscope.graph import FUSED_ATTENTION_OPS, Graph, Scope, attention_probs_name, subgraphs
 from onnxscope.recompute import Recompute
 from onnxscope.weights import is_const
 

@@ -43,6 +43,14 @@ __all__ = [
 ]
 
 # Operators whose output units (neurons / channels) own a row of incoming weights.
+# fused onnxruntime attention whose probabilities capture rebuilds by a decomposition (onnxscope.recompute)
+FUSED_ATTENTION_OPS = frozenset(
+    {
+        ("com.microsoft", "Attention"),
+        ("com.microsoft", "MultiHeadAttention"),
+        ("com.microsoft", "GroupQueryAttention"),
+    }
+)
 WEIGHTED_OPS = (
     "Gemm",
     "MatMul",

@@ -15,16 +15,17 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import onnx_ir as ir
 
 from onnxscope._load import load_ir
 from onnxscope.graph import Graph
 from onnxscope.neurons import Neuron, neuron
-from onnxscope.paths import op_graph, tensor_graph
 from onnxscope.weights import Weights
+
+if TYPE_CHECKING:  # networkx loads on the first graph view: a capture never needs it
+    import networkx as nx
 
 __all__ = ["Model", "Summary", "TensorInfo", "load"]
 
@@ -91,11 +92,15 @@ class Model(Graph):
     @property
     def graph(self) -> nx.MultiDiGraph:
         """The networkx view: ONNX nodes as nodes, tensors as keyed edges (see :func:`onnxscope.paths.op_graph`)."""
+        from onnxscope.paths import op_graph
+
         return op_graph(self)
 
     @property
     def tensor_graph(self) -> nx.DiGraph:
         """The tensor-level networkx view (see :func:`onnxscope.paths.tensor_graph`)."""
+        from onnxscope.paths import tensor_graph
+
         return tensor_graph(self)
 
     def neuron(self, layer: str, index: int) -> Neuron:

@@ -21,7 +21,7 @@ import networkx as nx
 import numpy as np
 import onnx_ir as ir
 
-from onnxscope.graph import Graph, attention_probs_name, attr
+from onnxscope.graph import FUSED_ATTENTION_OPS, Graph, attention_probs_name, attr
 from onnxscope.paths import data_graph
 from onnxscope.weights import const_array, is_const
 
@@ -317,14 +317,6 @@ FUSED_ATTENTION = {
     ("com.microsoft", "GroupQueryAttention"),
     ("com.microsoft", "PackedMultiHeadAttention"),
 }
-# fused onnxruntime attention whose probabilities capture rebuilds by a decomposition (onnxscope.recompute)
-FUSED_ATTENTION_OPS = frozenset(
-    {
-        ("com.microsoft", "Attention"),
-        ("com.microsoft", "MultiHeadAttention"),
-        ("com.microsoft", "GroupQueryAttention"),
-    }
-)
 
 
 def _producer(v: ir.Value | None) -> ir.Node | None:
