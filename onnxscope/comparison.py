@@ -454,9 +454,10 @@ class _Local:
                 name = self.graph.tensor_name(v)
                 q = alignment.by_b.get(name)
                 if v.is_graph_input() or (q is not None and q.a != pair.a and stop(v, q)):
-                    # fed in int8 through b's own DequantizeLinear, so that b's int8 kernel re-runs
+                    # fed in int8 through b's own DequantizeLinear, so that b's int8 kernel re-runs (unless the
+                    # region computes that int8 tensor itself on another path)
                     dq = self._quantized_feed(v, q, alignment)
-                    if dq is not None:
+                    if dq is not None and id(dq[1].producer()) not in nodes:
                         node_dq, x, qx = dq
                         nodes[id(node_dq)] = node_dq
                         feeds[id(x)] = _Feed(x, self.graph.tensor_name(x), qx)
