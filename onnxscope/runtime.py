@@ -198,7 +198,8 @@ def _optimized(
         so.optimized_model_filepath = path
         so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        so.add_session_config_entry("session.disable_prepacking", "1")  # the probe never runs: no packed copies
+        # the probe never runs: no packed copies of the weights
+        so.add_session_config_entry("session.disable_prepacking", "1")
         if isinstance(model, str):
             data: bytes | str = model
         elif marked:

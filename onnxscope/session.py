@@ -203,7 +203,7 @@ class _Recomputer:
         part = self.plan.combined(self.model, names)
         if part is None:
             return {}
-        key = -1 if names is None else ("combined", *sorted({self.plan.part_of[n] for n in names}))
+        key = -1 if names is None else ("combined", frozenset(names))  # its outputs are exactly ``names``
         return self._run_part(key, part, part.outputs[0], get)
 
     def compute(self, name: str, get: Any) -> dict[str, np.ndarray]:
