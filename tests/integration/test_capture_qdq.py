@@ -124,7 +124,7 @@ def test_int8_tensors_onnxruntime_renames_for_its_layout_are_captured_from_its_o
 def test_materializing_sets_of_tensors_gives_each_tensor_its_own_value(qdq_model):
     """``materialize(names)`` recomputes exactly ``names`` in one run; another set drawn from the same
     recomputations (one of them with more of its tensors) gets a run of its own, and every value is the one read
-    alone."""
+    alone (each recomputation run whole)."""
     x = {"input": np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)}
     session = onnxscope.CaptureSession(qdq_model)
     parts = session.plan.recompute.parts
@@ -138,5 +138,5 @@ def test_materializing_sets_of_tensors_gives_each_tensor_its_own_value(qdq_model
     for names in (first, second):
         cap = session.run(x).materialize(names)
         assert all(cap.storage.captured(k) for k in names)
-        for k in names:
-            np.testing.assert_array_equal(cap[k], alone[k], err_msg=k)
+        for k in names:  # (fewer outputs marked may let onnxruntime fuse more: float rounding at most)
+            np.testing.assert_allclose(cap[k], alone[k], rtol=1e-6, atol=1e-6, err_msg=k)
