@@ -736,7 +736,9 @@ def _loop(
 
     Pipelined over two threads: while one batch's re-runs and metrics are computed on a worker thread, the sides
     run the next batch (onnxruntime and numpy release the GIL) — never more than two batches in flight, and the
-    metrics are accumulated batch after batch, in order, by that one worker."""
+    metrics are accumulated batch after batch, in order, by that one worker. Each batch's input arrays are copied
+    first: the caller may reuse its buffers for the next batch while the worker still reads this one. (A side's
+    ``run`` and its ``rerun`` may therefore run at the same time, on two threads.)"""
     comparison: Comparison | None = None
     local: _Local | None = None
     names_a = side_a.inputs()
@@ -750,6 +752,8 @@ def _loop(
                 from onnxscope.inputs import prepare_inputs
 
                 feeds = prepare_inputs(side_a.model, feeds, random=random, seed=seed, dims=dims)
+            else:  # the batch's own arrays: the caller may refill its buffers while the worker reads these
+                feeds = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in feeds.items()}
             run_a = side_a.run(feeds)
             feeds_a = {k: np.asarray(run_a[k]) for k in names_a if k in run_a} or dict(feeds)
             run_b = side_b.run(_feeds_for(side_b, feeds_a, names_a))
@@ -892,6 +896,7 @@ def _accumulate(
     first: int,
     batch: int | None,
 ) -> None:
+    comparison._last = None  # the batch before: let it go (the sides are running the next one meanwhile)
     _materialize(comparison, local, run_a, run_b)
     recomputed = local.run(run_a, run_b) if local is not None else {}
     for plan in comparison.plans:

@@ -196,6 +196,8 @@ class Recompute:
         chosen = range(len(self.parts)) if names is None else sorted({self.part_of[n] for n in names})
         keep = None if names is None else frozenset(names)
         key = (tuple(chosen), keep)
+        if key not in cache and len(cache) >= 8:  # sets asked for once: the oldest goes
+            del cache[next(iter(cache))]
         if key not in cache:
             top = graph.ir.graph
             parts = [

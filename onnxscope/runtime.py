@@ -143,7 +143,8 @@ def survivors(
     # recomputed on read (equal within float rounding, and the run keeps its speed); quantized ones (QuantizeLinear
     # outputs) are captured, because only the int8 kernels say what they compute: recomputed in float by the QDQ
     # nodes, they would not show where this CPU's kernels saturate. onnxruntime says whether marking them keeps
-    # its kernels: they are kept when the optimized graph then runs the same kernels (layout ops aside).
+    # its kernels: they are kept when the optimized graph then runs as many kernels of each kind (layout ops
+    # aside; a kernel may then run in another layout, which computes the same integers).
     quantized = [
         v.name
         for n in model.graph
@@ -153,7 +154,10 @@ def survivors(
     ]
     if not quantized:
         return names
-    marked = _optimized(model, folder, optimization, providers, threads, quantized)
+    try:
+        marked = _optimized(model, folder, optimization, providers, threads, quantized)
+    except CaptureError:  # onnxruntime refuses the model with them marked: they stay recomputed
+        return names
     if marked is None:
         return names
     names2, ops2 = marked

@@ -176,6 +176,9 @@ class _Views(Mapping[str, np.ndarray]):
         return len(self._index) + len(self._fed)
 
 
+_COMBINED_SESSIONS = 4  # sessions kept for sets of tensors recomputed together (the oldest goes first)
+
+
 class _Recomputer:
     """Runs the sub-models of a plan's recomputation, each in an onnxruntime session made on first use."""
 
@@ -204,6 +207,11 @@ class _Recomputer:
         if part is None:
             return {}
         key = -1 if names is None else ("combined", frozenset(names))  # its outputs are exactly ``names``
+        combined = [k for k in self.sessions if isinstance(k, tuple)]
+        if (
+            key not in self.sessions and len(combined) >= _COMBINED_SESSIONS
+        ):  # callers asking for ever new sets
+            del self.sessions[combined[0]]
         return self._run_part(key, part, part.outputs[0], get)
 
     def compute(self, name: str, get: Any) -> dict[str, np.ndarray]:

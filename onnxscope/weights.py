@@ -266,14 +266,15 @@ def quantize_linear(
     dtype = np.asarray(zero_point).dtype if zero_point is not None else np.dtype(np.uint8)
     x = np.asarray(x, dtype=np.float32)
     s = _broadcast_param(np.asarray(scale, np.float32), x.ndim, axis, block_size, x.shape)
-    y = np.divide(x, s, dtype=np.float32)  # one array, then worked in place
+    y = np.asarray(np.divide(x, s, dtype=np.float32))  # one array (0-d for a scalar), then worked in place
     np.rint(y, out=y)
     if zero_point is not None:
         y += _broadcast_param(np.asarray(zero_point).astype(np.float32), x.ndim, axis, block_size, x.shape)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         np.clip(y, info.min, info.max, out=y)
-    return y.astype(dtype)
+    out = y.astype(dtype)
+    return out[()] if out.ndim == 0 else out  # a scalar in, a scalar out
 
 
 _CONSTANT_VALUES = frozenset(

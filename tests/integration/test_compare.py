@@ -294,6 +294,34 @@ def test_batches_accumulate_in_order_and_a_bad_one_stops_the_comparison_with_its
         onnxscope.compare(a, b, bad)
 
 
+def test_a_generator_that_refills_one_buffer_compares_each_batch_as_it_was():
+    """Inputs from a loader that reuses one buffer (refilled after each yield): each batch is compared as it was
+    yielded, although its metrics are computed while the next one runs — the same numbers as batches each in
+    arrays of their own."""
+    from onnxscope.testing import mlp_model
+
+    m = onnxscope.Model(mlp_model())
+    data = [np.random.default_rng(i).standard_normal((64, 3)).astype(np.float32) for i in range(12)]
+
+    def refilled():
+        buf = np.empty((64, 3), np.float32)
+        for d in data:
+            buf[...] = d
+            yield {"x": buf}
+
+    got = onnxscope.compare(m, m, refilled())
+    want = onnxscope.compare(m, m, [{"x": d.copy()} for d in data])
+    assert got.samples == want.samples == 12 * 64 and want.rows
+    for r, w in zip(got.rows, want.rows, strict=True):
+        assert (r.a_tensor, r.max_abs, r.sqnr_db, r.introduced_error, r.worst_samples) == (
+            w.a_tensor,
+            w.max_abs,
+            w.sqnr_db,
+            w.introduced_error,
+            w.worst_samples,
+        )
+
+
 def test_captures_already_made_compare_without_inputs(zoo):
     x = batches("cnn", 1)[0]
     cap_a = onnxscope.capture(zoo.path("cnn"), x)

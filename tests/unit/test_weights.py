@@ -10,7 +10,7 @@ from onnx.reference import ReferenceEvaluator
 
 import onnxscope
 from onnxscope.testing import mlp_model
-from onnxscope.weights import dequantize_linear, tensor_stats
+from onnxscope.weights import dequantize_linear, quantize_linear, tensor_stats
 
 
 def _model(text: str, tmp_path, inits: dict[str, np.ndarray] | None = None) -> onnxscope.Model:
@@ -90,6 +90,39 @@ def test_dequantize_linear_matches_the_onnx_reference(shape, scale_shape, axis, 
     zp = rng.integers(info.min // 4, info.max // 4, size=scale_shape).astype(dtype)
     expected = _dq_reference(q, scale, zp, axis, block)
     np.testing.assert_allclose(dequantize_linear(q, scale, zp, axis, block), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("x", "scale", "zp", "axis"),
+    [
+        (np.float32(1.0), np.float32(0.1), np.uint8(3), 1),  # a scalar constant through QuantizeLinear
+        (np.float32(-0.7), np.float32(0.02), np.int8(0), 1),
+        (np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6), np.float32(0.05), np.uint8(128), 1),
+        (
+            np.linspace(-3, 3, 24, dtype=np.float32).reshape(4, 6),
+            np.linspace(0.01, 0.04, 6, dtype=np.float32),
+            np.arange(6, dtype=np.int8),
+            1,
+        ),
+    ],
+)
+def test_quantize_linear_matches_the_onnx_reference_scalars_included(x, scale, zp, axis):
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=axis)
+    feeds = {"x": np.asarray(x), "s": np.asarray(scale), "z": np.asarray(zp)}
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+            for k, v in feeds.items()
+        ],
+        [helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(feeds["z"].dtype), None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    expected = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = quantize_linear(x, scale, zp, axis)
+    assert np.shape(got) == np.shape(expected) and np.asarray(got).dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_a_qdq_weight_dequantizes_per_channel(tmp_path):
