@@ -95,7 +95,12 @@ class _Sums:
         n = fa_all.size
         if n == 0:
             return
-        wide = any(x.dtype.itemsize > 4 or x.dtype.kind not in "fiub" for x in (fa_all, fb_all))
+        wide = any(  # float32 holds integers exactly only up to 2**24: wider integers are compared in float64
+            x.dtype.itemsize > 4
+            or x.dtype.kind not in "fiub"
+            or (x.dtype.kind in "iu" and x.dtype.itemsize == 4)
+            for x in (fa_all, fb_all)
+        )
         work = np.float64 if wide else np.float32
         per_element = scale is not None and np.ndim(scale) > 0 and np.size(scale) > 1
         step = None if scale is None or per_element else float(np.asarray(scale).reshape(-1)[0])

@@ -86,3 +86,15 @@ def test_edge_cases_zeros_and_nan():
     assert math.isnan(d.max_abs) and d.frac_outside_tol == 0.5
     with pytest.raises(ValueError, match="shapes differ"):
         Discrepancy().update(np.zeros(2), np.zeros(3))
+
+
+def test_32_bit_integers_beyond_float32_precision_are_told_apart():
+    """int32 values above 2**24 that differ by one (float32 would round them to the same number)."""
+    a = np.array([16_777_217, 2_000_000_001, 5], np.int32)
+    b = np.array([16_777_216, 2_000_000_000, 5], np.int32)
+    d = Discrepancy(rtol=0.0, atol=0.0).update(a, b)
+    assert (
+        d.max_abs == 1.0
+        and d.frac_differ == pytest.approx(2 / 3)
+        and d.frac_outside_tol == pytest.approx(2 / 3)
+    )
