@@ -62,7 +62,6 @@ __all__ = [
     "schema_input_names",
     "serialize_with_outputs",
     "tensor_nbytes",
-    "value_names",
 ]
 
 T = onnx.TensorProto
@@ -1138,23 +1137,9 @@ def infer_types(model: ir.Model) -> ir.Model | None:
     return None
 
 
-def value_names(path: str | os.PathLike[str]) -> set[str]:
-    """Names of the main graph's inputs and node outputs in an ONNX file (weights not read).
-
-    Example:
-        >>> import onnx_ir as ir, tempfile
-        >>> x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2]))
-        >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
-        >>> p = os.path.join(tempfile.mkdtemp(), "m.onnx")
-        >>> ir.save(ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9), p)
-        >>> sorted(value_names(p))
-        ['x', 'y']
-    """
-    return graph_contents(path)[0]
-
-
 def graph_contents(path: str | os.PathLike[str]) -> tuple[set[str], collections.Counter[tuple[str, str]]]:
-    """The names of :func:`value_names` and how many nodes of each ``(domain, op_type)`` the main graph holds.
+    """Names of the main graph's inputs and node outputs in an ONNX file (weights not read), and how many nodes
+    of each ``(domain, op_type)`` it holds.
 
     Example:
         >>> import onnx_ir as ir, tempfile
@@ -1162,8 +1147,9 @@ def graph_contents(path: str | os.PathLike[str]) -> tuple[set[str], collections.
         >>> n = ir.Node("", "Relu", [x], num_outputs=1); n.outputs[0].name = "y"
         >>> p = os.path.join(tempfile.mkdtemp(), "m.onnx")
         >>> ir.save(ir.Model(ir.Graph([x], n.outputs, nodes=[n], opset_imports={"": 17}), ir_version=9), p)
-        >>> graph_contents(p)[1]
-        Counter({('', 'Relu'): 1})
+        >>> names, ops = graph_contents(p)
+        >>> sorted(names), ops
+        (['x', 'y'], Counter({('', 'Relu'): 1}))
     """
     label = os.fspath(path)
     proto = _parse(read_regular(path, label, ModelLoadError), label, Path(path).suffix)

@@ -141,13 +141,7 @@ class Zoo:
                 onnx.load(str(tmp)), str(p)
             )  # weights inline: the QOperator/QDQ quantizers want them so
         elif variant in ("qdq", "dyn"):
-            from onnxruntime.quantization import (
-                CalibrationDataReader,
-                QuantFormat,
-                QuantType,
-                quantize_dynamic,
-                quantize_static,
-            )
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
             if variant == "dyn":
                 if (
@@ -160,22 +154,7 @@ class Zoo:
                     src = pre
                 quantize_dynamic(str(src), str(p), weight_type=QuantType.QInt8)
             else:
-
-                class Reader(CalibrationDataReader):
-                    def __init__(self) -> None:
-                        self.items = iter(batches(name, 8, seed=1))
-
-                    def get_next(self):
-                        return next(self.items, None)
-
-                quantize_static(
-                    str(src),
-                    str(p),
-                    Reader(),
-                    quant_format=QuantFormat.QDQ,
-                    weight_type=QuantType.QInt8,
-                    activation_type=QuantType.QUInt8,
-                )
+                quantize_qdq(src, p, batches(name, 8, seed=1))
         elif variant == "all":
             import onnxruntime as ort
 
@@ -212,7 +191,6 @@ def conv_relu_pair(folder):
     """A float Conv→ReLU net and its QDQ version: the quantizer absorbs each ReLU into its QuantizeLinear's range,
     so the float output of each Conv lives inside an int8 kernel."""
     import torch
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -224,20 +202,27 @@ def conv_relu_pair(folder):
     fp32, qdq = folder / "f.onnx", folder / "q.onnx"
     torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(fp32), dynamo=False, input_names=["x"])
 
-    class Reader:
+    rng = np.random.default_rng(0)
+    quantize_qdq(fp32, qdq, [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+    return fp32, qdq
+
+
+def quantize_qdq(src, dst, calibration: list[dict[str, np.ndarray]]) -> None:
+    """onnxruntime's ``quantize_static`` to QDQ (int8 weights, uint8 activations), calibrated on ``calibration``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.items = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+            self.items = iter(calibration)
 
         def get_next(self):
             return next(self.items, None)
 
     quantize_static(
-        str(fp32),
-        str(qdq),
+        str(src),
+        str(dst),
         Reader(),
         quant_format=QuantFormat.QDQ,
         weight_type=QuantType.QInt8,
         activation_type=QuantType.QUInt8,
     )
-    return fp32, qdq
