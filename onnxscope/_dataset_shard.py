@@ -148,6 +148,7 @@ class Spec:
     source_kind: str  # iterable, npz, npy, sets
     folder: str | None
     plan: Plan | None = None
+    recompute: bool = False  # see CaptureSession: keep the fusions and recompute what they remove, per batch
 
 
 @dataclass(frozen=True)
@@ -304,14 +305,18 @@ class Context:
         """The session capturing the whole selection."""
         if self._base is None:
             s = self.spec
-            self._base = CaptureSession(self.model, s.select, s.exclude, s.providers, threads=s.threads)
+            self._base = CaptureSession(
+                self.model, s.select, s.exclude, s.providers, threads=s.threads, recompute=s.recompute
+            )
         return self._base
 
     def part(self, names: tuple[str, ...]) -> CaptureSession:
         """The session capturing only ``names`` (one share of the tensors under a memory budget)."""
         if names not in self._parts:
             s = self.spec
-            self._parts[names] = CaptureSession(self.model, list(names), None, s.providers, threads=s.threads)
+            self._parts[names] = CaptureSession(
+                self.model, list(names), None, s.providers, threads=s.threads, recompute=s.recompute
+            )
         return self._parts[names]
 
     def sessions(self, plan: Plan) -> list[tuple[CaptureSession, list[TensorPlan]]]:
@@ -412,6 +417,7 @@ def spec_token(spec: Spec) -> str:
             repr(spec.exclude),
             spec.providers,
             spec.threads,
+            spec.recompute,
             spec.max_memory,
             spec.url,
         ],

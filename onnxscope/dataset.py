@@ -641,13 +641,23 @@ def local_client(workers: int, threads_per_worker: int = 1) -> Iterator[Any]:
         ) from e
     if workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    import dask
+
+    # Dask starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap
+    # threshold: every array over 128 KiB a batch allocates (its inputs, the statistics' temporaries) is then
+    # mapped and faulted in afresh — measured on the MLP of benchmarks/dataset.py, 3x the page faults and +1.4 s
+    # of system time per worker. A capture's memory is flat by design (its buffers are reused), so this cluster
+    # keeps glibc's default.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     client = Client(cluster)
     try:
         yield client
@@ -676,6 +686,7 @@ def capture_dataset(
     chunk_size: int | str | None = None,
     shard_batches: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    recompute: bool = False,
 ) -> DatasetStore:
     """Capture every batch into the Zarr store ``out`` (and/or running statistics).
 
@@ -701,6 +712,10 @@ def capture_dataset(
         chunk_size: target bytes per chunk along the samples (default 4M).
         shard_batches: batches per shard (default: about 32 MiB of captures, a power of two up to 64).
         storage_options: fsspec options for a remote store URL.
+        recompute: run the model with the fusions that remove some of the selected tensors, and recompute those
+            for every batch (see :class:`~onnxscope.session.CaptureSession`). By default they are computed by
+            the run itself (onnxruntime leaves those fusions out): every tensor of every batch is read, so
+            recomputing would repeat their layers' work (twice the multiplications of a Gemm → ReLU model).
 
     Raises:
         InputError: ``out`` exists without ``resume``; on resume, the model, data, selection or settings changed
@@ -725,7 +740,7 @@ def capture_dataset(
         threads = 1
     ident = model_identity(model)
     selection = {"select": _selection_label(select), "exclude": _selection_label(exclude)}
-    settings = {"stats": stats, "stats_only": stats_only, "compression": compression}
+    settings = {"stats": stats, "stats_only": stats_only, "compression": compression, "recompute": recompute}
 
     run: dict[str, Any] | None = None
     progress_info: dict[str, Any] | None = None
@@ -767,6 +782,7 @@ def capture_dataset(
         stats_only=stats_only,
         source_kind=source.kind,
         folder=source.folder,
+        recompute=recompute,
     )
     if client is not None and not model.path:
         import onnx_ir as ir

@@ -256,6 +256,21 @@ class _Recomputer:
         return out
 
 
+def _markable(model: Model) -> set[str]:
+    """The main graph's tensors that can be marked as outputs without changing a quantized layer's kernels: all
+    but the float ones a QDQ layer computes (a DequantizeLinear's output and what reads it — marked, onnxruntime
+    would run the layer in float instead of its int8 kernel)."""
+    out: set[str] = set()
+    for node in model.ir.graph:
+        if node.op_type == "DequantizeLinear" or any(
+            v is not None and (p := v.producer()) is not None and p.op_type == "DequantizeLinear"
+            for v in node.inputs
+        ):
+            continue
+        out.update(v.name for v in node.outputs if v.name)
+    return out
+
+
 class CaptureSession:
     """A planned capture of one model and its onnxruntime session, built once and run on many inputs.
 
@@ -270,6 +285,11 @@ class CaptureSession:
         optimization: onnxruntime's graph optimization level: ``"all"`` (the default, what a deployed session
             runs), ``"extended"``, ``"basic"`` or ``"disable"`` (every tensor computed by its own node).
         threads: ``intra_op_num_threads`` (``None``: onnxruntime's default).
+        recompute: ``True`` (the default): the run keeps the fusions of ``optimization`` and the tensors they
+            remove are recomputed when read. ``False``: those tensors are marked as outputs instead, and
+            onnxruntime leaves out the fusions that would remove them (the run is slower, reading costs nothing)
+            — the better choice when every tensor of every run is read, as a dataset capture does. Quantized
+            layers keep their int8 kernels either way (the float tensors around them stay recomputed).
 
     Example:
         >>> import numpy as np, onnxscope
@@ -289,9 +309,11 @@ class CaptureSession:
         *,
         optimization: str = "all",
         threads: int | None = None,
+        recompute: bool = True,
     ) -> None:
         self.model = model if isinstance(model, Model) else load(model)
         self.providers, self.optimization, self.threads = providers, optimization, threads
+        self.recompute = recompute
         self._select, self._exclude = select, exclude
         self._folder = os.path.dirname(os.path.abspath(self.model.path)) if self.model.path else None
         self._levels = ["all", "static", "none"]  # how much of the subgraph bodies is carried out
@@ -319,7 +341,10 @@ class CaptureSession:
             cache[key] = survivors(
                 self.model.ir, self._folder, self.optimization, self.providers, self.threads
             )
-        return cache[key]  # type: ignore[no-any-return]
+        found: set[str] | None = cache[key]
+        if found is None or self.recompute:
+            return found
+        return found | _markable(self.model)
 
     def _loops_within_budget(self) -> None:
         """Refuse a Loop whose constant trip count would make its per-iteration outputs (the model's scan outputs

@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--shard-batches", type=positive_int, metavar="N", help="batches per shard (default: automatic)"
     )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="keep the fusions that remove selected tensors and recompute those for each batch (default: the run "
+        "computes them, leaving those fusions out)",
+    )
     p.set_defaults(func=run)
 
 
@@ -136,6 +142,7 @@ def run(args: argparse.Namespace) -> str:
             compression=args.compression,
             chunk_size=chunk_size,
             shard_batches=args.shard_batches,
+            recompute=args.recompute,
         )
     summary: dict[str, Any] = {
         "store": store.path,

@@ -1,5 +1,5 @@
 """``onnxscope dataset`` as typed, in-process: a local Dask cluster writes what one process writes, compression
-is reported, and a resume with another selection or weights is refused in one line."""
+is reported, and a resume with another selection, setting or weights is refused in one line."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_the_summary_reports_the_compression_ratio(setup, tmp_path, capsys):
     assert "6 batches, 6 samples" in text and "gzip:1:" in text and "ratio" in text
 
 
-def test_resume_with_another_selection_or_weights_is_refused_in_one_line(setup, tmp_path, capsys):
+def test_resume_with_another_selection_setting_or_weights_is_refused_in_one_line(setup, tmp_path, capsys):
     model, data = setup
     out = tmp_path / "s.zarr"
     assert main(["dataset", str(model), str(data), "--out", str(out), "--json"]) == 0
@@ -75,6 +75,13 @@ def test_resume_with_another_selection_or_weights_is_refused_in_one_line(setup, 
         4,
         ["dataset", model, data, "--out", out, "--resume", "--select", "op:Relu"],
         "the selection changed",
+    )
+    _one_line_error(
+        capsys,
+        4,
+        ["dataset", model, data, "--out", out, "--resume", "--recompute"],
+        "the settings changed",
+        "recompute False -> True",
     )
     weights = model.parent / "small_cnn.onnx.data"
     raw = bytearray(weights.read_bytes())

@@ -125,6 +125,26 @@ def test_tensors_onnxruntime_fused_away_are_recomputed_by_the_original_nodes_on_
         np.testing.assert_allclose(cap[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_without_recompute_the_tensors_fusions_remove_are_marked_and_equal_onnxruntime_marking_them(
+    tmp_path, name
+):
+    """recompute=False (what a dataset capture uses): every tensor comes from the run itself, onnxruntime leaving
+    out the fusions that would remove them; the oracle is plain onnxruntime at ALL with all of them marked."""
+    proto, path = _save(name, tmp_path)
+    x = np.random.default_rng(4).standard_normal(_shape(proto)).astype(np.float32)
+    fused = onnxscope.capture(path, {"x": x})
+    assert any(fused.info(k).source == "recomputed" for k in fused)  # the default does recompute some
+    session = onnxscope.CaptureSession(path, recompute=False)
+    cap = session.run({"x": x})
+    assert session.plan.recompute is None and sorted(cap) == sorted(fused)
+    names = [k for k in cap if cap.info(k).source == "captured"]
+    assert sorted(names) == sorted(k for k in cap if k != "x" and cap.info(k).source != "folded")
+    oracle = ort_marking(path, {"x": x}, names, "all")
+    for k in names:
+        np.testing.assert_array_equal(cap[k], oracle[k], err_msg=k)
+
+
 def test_external_data_models_run_without_loading_weights_into_the_rewrite(tmp_path):
     path = save(
         mlp_model(in_features=5, hidden=64, out_features=3),

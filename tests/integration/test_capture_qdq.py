@@ -56,9 +56,12 @@ def qdq_model(tmp_path_factory):
     return onnxscope.load(folder / "q.onnx")
 
 
-def test_int8_tensors_are_captured_and_dequantized_ones_recomputed_from_them(qdq_model):
+@pytest.mark.parametrize("recompute", [True, False])
+def test_int8_tensors_are_captured_and_dequantized_ones_recomputed_from_them(qdq_model, recompute):
+    """Also without recompute (a dataset's capture marks the float tensors fusions remove): marking the float
+    tensors of a QDQ layer would run it in float instead of its int8 kernel, so those stay recomputed."""
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    cap = onnxscope.capture(qdq_model, {"input": x})
+    cap = onnxscope.CaptureSession(qdq_model, recompute=recompute).run({"input": x})
     quantized = [k for k in cap if cap.info(k).op == "QuantizeLinear" and cap.info(k).source == "captured"]
     dequantized = [
         k for k in cap if cap.info(k).op == "DequantizeLinear" and cap.info(k).source == "recomputed"

@@ -19,6 +19,7 @@ from onnxscope.testing import mlp_model, save
 
 pytest.importorskip("zarr")
 pytest.importorskip("onnxruntime")
+from oracles import ort_marking
 
 
 def _batches(n: int, seed: int = 0, size: int = 4, last: int | None = None):
@@ -195,6 +196,22 @@ def test_resume_with_another_selection_is_refused_and_writes_nothing(external):
         capture_dataset(model, data, select="op:Relu", out=out, resume=True, progress=False)
     assert tree(out) == before
     assert capture_dataset(model, data, out=out, resume=True, progress=False).complete, "unchanged: accepted"
+
+
+def test_every_tensor_comes_from_the_run_and_resume_with_recompute_changed_is_refused(external):
+    """A dataset reads every tensor of every batch, so the run computes them all (onnxruntime leaving out the
+    Gemm+Relu fusion that removes ``h``; test_capture checks the session does so): the store equals onnxruntime
+    at its default level with every tensor marked. Recomputing (``recompute=True``) is a setting of the store."""
+    model, data, out = external
+    batches = _batches(6, seed=2)
+    store = open_store(out)
+    for name in ("h", "a", "y"):
+        expected = np.concatenate([ort_marking(model, b, ["h", "a"], "all")[name] for b in batches])
+        np.testing.assert_array_equal(store[name], expected, err_msg=name)
+    before = tree(out)
+    with pytest.raises(onnxscope.InputError, match=r"the settings changed .*\(recompute False -> True\)"):
+        capture_dataset(model, data, out=out, resume=True, progress=False, recompute=True)
+    assert tree(out) == before
 
 
 class _Stop(Exception):

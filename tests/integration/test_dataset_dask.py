@@ -190,3 +190,14 @@ def test_warm_workers_follow_a_store_made_again_at_the_same_path_with_another_pl
     capture_dataset(setup["model"], setup["data"], out=out, client=client, **kw)
     capture_dataset(setup["model"], setup["data"], out=tmp_path / "one.zarr", **kw)
     assert tree(out) == tree(tmp_path / "one.zarr")
+
+
+def test_a_local_cluster_keeps_glibcs_own_memory_reuse():
+    """``local_client`` (``--workers N``) starts its workers without Dask's MALLOC_TRIM_THRESHOLD_, which would
+    have every batch fault its arrays in afresh (docs/benchmarks.md: 3x the page faults); Dask's other
+    settings (one BLAS/OpenMP thread per worker) stay."""
+    from onnxscope.dataset import local_client
+
+    with local_client(1) as c:
+        env = next(iter(c.run(lambda: dict(os.environ)).values()))
+    assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
