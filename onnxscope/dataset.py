@@ -646,24 +646,34 @@ def local_client(workers: int, threads_per_worker: int = 1) -> Iterator[Any]:
     # Dask starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap
     # threshold: every array over 128 KiB a batch allocates (its inputs, the statistics' temporaries) is then
     # mapped and faulted in afresh — measured on the MLP of benchmarks/dataset.py, 3x the page faults and +1.4 s
-    # of system time per worker. A capture's memory is flat by design (its buffers are reused), so this cluster
-    # keeps glibc's default.
+    # of system time per worker. A capture's memory is flat by design (its buffers are reused), so this cluster's
+    # workers keep glibc's default: the setting is left out of what the nannies set, and out of this process's
+    # environment while the cluster lives (a nanny started earlier in this process put it there, and workers,
+    # restarted ones too, inherit it).
+    key = "MALLOC_TRIM_THRESHOLD_"
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-    client = Client(cluster)
+    dasks = environ.pop(key, None)
+    saved = os.environ.get(key)
+    if dasks is not None and saved == str(dasks):  # Dask's value, not one the user chose
+        del os.environ[key]
     try:
-        yield client
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
     finally:
-        client.close()
-        cluster.close()
+        if saved is not None:
+            os.environ[key] = saved
 
 
 def capture_dataset(

@@ -198,6 +198,8 @@ def test_a_local_cluster_keeps_glibcs_own_memory_reuse():
     settings (one BLAS/OpenMP thread per worker) stay."""
     from onnxscope.dataset import local_client
 
+    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # "65536" once a nanny of this module's cluster has run
     with local_client(1) as c:
         env = next(iter(c.run(lambda: dict(os.environ)).values()))
     assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == before  # this process's environment as it was
