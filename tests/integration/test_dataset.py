@@ -335,14 +335,22 @@ def test_any_fsspec_url_holds_the_same_store(tmp_path):
 def test_chunks_written_as_files_have_the_bytes_zarr_writes(tmp_path):
     import zarr
 
-    from onnxscope._dataset_shard import ChunkTarget
+    from onnxscope._dataset_shard import ChunkTarget, aligned_empty
 
     rng = np.random.default_rng(7)
+    big = aligned_empty(
+        (3, 3000), np.float32
+    )  # chunks of 12,000 bytes: the first written directly, with a tail
+    big[:] = rng.standard_normal(big.shape)
+    pages = aligned_empty((2, 2048), np.float32)  # chunks of exactly two pages, both aligned
+    pages[:] = rng.standard_normal(pages.shape)
     cases = [
         ("<f4", (4, 3, 2), rng.standard_normal((8, 3, 2)).astype(np.float32)),
         ("|b1", (4,), rng.random(8) > 0.5),
         ("<i8", (4, 5), rng.integers(-9, 9, (8, 5))),
         ("<f2", (4, 2), rng.standard_normal((8, 2)).astype(np.float16)),
+        ("<f4", (1, 3000), big),
+        ("<f4", (1, 2048), pages),
     ]
     for name, root in (("direct", tmp_path / "direct.zarr"), ("zarr", tmp_path / "zarr.zarr")):
         g = zarr.open_group(root, mode="w")
@@ -362,3 +370,44 @@ def test_chunks_written_as_files_have_the_bytes_zarr_writes(tmp_path):
                 target.write(start, data[start : start + chunks[0]])
             np.testing.assert_array_equal(zarr.open_array(root / f"a{i}", mode="r")[:], data)
     assert tree(tmp_path / "direct.zarr") == tree(tmp_path / "zarr.zarr")
+
+
+def test_chunk_files_are_written_past_the_page_cache_where_the_file_system_allows_it(tmp_path, monkeypatch):
+    """An aligned buffer's aligned part goes out with O_DIRECT, the tail and unaligned buffers through the page
+    cache; the file holds the same bytes either way (and a file system refusing O_DIRECT gets a plain write)."""
+    import fcntl
+
+    from onnxscope import _dataset_shard
+    from onnxscope._dataset_shard import DIRECT_ALIGN, aligned_empty, write_file
+
+    direct = getattr(os, "O_DIRECT", 0)
+    try:
+        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | direct))
+        supported = bool(direct)
+    except OSError:
+        supported = False
+    flags: list[bool] = []
+    real_write = os.write
+
+    def spy(fd, data):
+        flags.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & direct))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(_dataset_shard.os, "write", spy)
+    rng = np.random.default_rng(0)
+    for nbytes, aligned_start in (
+        (3 * DIRECT_ALIGN, True),
+        (3 * DIRECT_ALIGN + 100, True),
+        (100, True),
+        (3 * DIRECT_ALIGN, False),
+    ):
+        buf = aligned_empty((nbytes + 1,), np.uint8)
+        data = buf[:nbytes] if aligned_start else buf[1:]
+        data[:] = rng.integers(0, 255, data.shape, dtype=np.uint8)
+        flags.clear()
+        write_file(str(tmp_path / "f.bin"), data)
+        assert (tmp_path / "f.bin").read_bytes() == data.tobytes()
+        expect_direct = supported and aligned_start and nbytes >= DIRECT_ALIGN
+        assert (flags[0] if flags else False) == expect_direct, (nbytes, aligned_start, flags)
+        if expect_direct and nbytes % DIRECT_ALIGN:
+            assert flags[-1] is False  # the tail through the page cache
