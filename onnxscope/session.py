@@ -335,6 +335,9 @@ class CaptureSession:
         self._recomputer = None
 
     def _survivors(self) -> set[str] | None:
+        if not self.recompute and self.optimization != "disable":
+            if not any(node.op_type == "DequantizeLinear" for node in self.model.ir.graph):
+                return None  # every tensor is marked (no quantized layer to keep): nothing to ask onnxruntime
         cache = self.model.__dict__.setdefault("_survivors", {})  # analysis kept beside the model
         key = (self.optimization, tuple(self.providers or ()))
         if key not in cache:
