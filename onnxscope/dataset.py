@@ -770,7 +770,8 @@ def capture_dataset(
             describe_change("model", run["model"], ident, main),
             source.compare(run["source"]),
             describe_change("selection", run["selection"], selection),
-            describe_change("settings", run["settings"], settings),
+            # a store made before the setting existed was made recomputing
+            describe_change("settings", {"recompute": True, **run["settings"]}, settings),
         ):
             if why:
                 raise _refuse(url, why)

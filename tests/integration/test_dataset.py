@@ -214,6 +214,21 @@ def test_every_tensor_comes_from_the_run_and_resume_with_recompute_changed_is_re
     assert tree(out) == before
 
 
+def test_a_store_made_before_the_recompute_setting_resumes_only_recomputing(external):
+    """Stores written before the setting existed were made recomputing: they continue with recompute=True."""
+    import json
+
+    model, data, out = external
+    run = json.loads((out / "onnxscope" / "run.json").read_text())
+    del run["settings"]["recompute"]
+    (out / "onnxscope" / "run.json").write_text(json.dumps(run))
+    before = tree(out)
+    with pytest.raises(onnxscope.InputError, match=r"the settings changed .*\(recompute True -> False\)"):
+        capture_dataset(model, data, out=out, resume=True, progress=False)
+    assert tree(out) == before
+    assert capture_dataset(model, data, out=out, resume=True, progress=False, recompute=True).complete
+
+
 class _Stop(Exception):
     pass
 
