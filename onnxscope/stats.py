@@ -48,7 +48,13 @@ def _blocks(shape: tuple[int, int, int]) -> Any:
 
 def _count(mask: np.ndarray) -> np.ndarray:
     """Per-unit counts of a boolean ``(outer, units, inner)`` block (bytes summed along the contiguous axis first:
-    faster than numpy's boolean reductions)."""
+    faster than numpy's boolean reductions; with one element per unit and row, features last, rows summed as
+    int8 vectors into int32: a block holds fewer than 2**31 rows)."""
+    outer, units, inner = mask.shape
+    if inner == 1:
+        return np.add.reduce(mask.reshape(outer, units).view(np.int8), axis=0, dtype=np.int32).astype(
+            np.int64
+        )
     return np.add.reduce(mask.view(np.int8), axis=2, dtype=np.int32).sum(axis=0, dtype=np.int64)
 
 
