@@ -714,7 +714,8 @@ def capture_dataset(
         providers, threads: onnxruntime execution providers and intra-op threads (on a cluster: per worker,
             default 1).
         max_memory: a budget in bytes for one batch's captured tensors; over it, the tensors are split across
-            several runs of the model.
+            several runs of the model (each run leaves out only the fusions that would remove its own tensors, so
+            values can differ from an unsplit run's within float rounding).
         client: a ``dask.distributed.Client``: shards run on its workers, each writing its own chunks.
         source_id: for an iterable, a name for the data it yields (e.g. ``"imagenet-val@v2"``), recorded and
             checked on resume (the inputs of the batches already captured are checked too).
@@ -723,9 +724,11 @@ def capture_dataset(
         shard_batches: batches per shard (default: about 32 MiB of captures, a power of two up to 64).
         storage_options: fsspec options for a remote store URL.
         recompute: run the model with the fusions that remove some of the selected tensors, and recompute those
-            for every batch (see :class:`~onnxscope.session.CaptureSession`). By default they are computed by
-            the run itself (onnxruntime leaves those fusions out): every tensor of every batch is read, so
-            recomputing would repeat their layers' work (twice the multiplications of a Gemm → ReLU model).
+            for every batch (see :class:`~onnxscope.session.CaptureSession`): every tensor the deployed session
+            computes is then its own value. By default they are computed by the run itself (onnxruntime leaves
+            those fusions out; values equal within float rounding, QDQ layers keep their int8 kernels): every
+            tensor of every batch is read, so recomputing would repeat their layers' work (twice the
+            multiplications of a Gemm → ReLU model).
 
     Raises:
         InputError: ``out`` exists without ``resume``; on resume, the model, data, selection or settings changed

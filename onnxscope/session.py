@@ -257,18 +257,19 @@ class _Recomputer:
 
 
 def _markable(model: Model) -> set[str]:
-    """The main graph's tensors that can be marked as outputs without changing a quantized layer's kernels: all
-    but the float ones a QDQ layer computes (a DequantizeLinear's output and what reads it — marked, onnxruntime
-    would run the layer in float instead of its int8 kernel)."""
-    out: set[str] = set()
-    for node in model.ir.graph:
-        if node.op_type == "DequantizeLinear" or any(
-            v is not None and (p := v.producer()) is not None and p.op_type == "DequantizeLinear"
-            for v in node.inputs
+    """The main graph's tensors that can be marked as outputs without changing a QDQ layer's kernels: all but the
+    float tensors between a DequantizeLinear and the next QuantizeLinear (marked, they would have onnxruntime run
+    the layer in float instead of its int8 kernel)."""
+    names: set[str] = set()
+    inside: set[str] = set()  # the float tensors of quantized layers
+    for node in model.ir.graph:  # in topological order
+        outs = {v.name for v in node.outputs if v.name}
+        names |= outs
+        if node.op_type == "DequantizeLinear" or (
+            node.op_type != "QuantizeLinear" and any(v is not None and v.name in inside for v in node.inputs)
         ):
-            continue
-        out.update(v.name for v in node.outputs if v.name)
-    return out
+            inside |= outs
+    return names - inside
 
 
 class CaptureSession:
@@ -288,8 +289,11 @@ class CaptureSession:
         recompute: ``True`` (the default): the run keeps the fusions of ``optimization`` and the tensors they
             remove are recomputed when read. ``False``: those tensors are marked as outputs instead, and
             onnxruntime leaves out the fusions that would remove them (the run is slower, reading costs nothing)
-            — the better choice when every tensor of every run is read, as a dataset capture does. Quantized
-            layers keep their int8 kernels either way (the float tensors around them stay recomputed).
+            — the better choice when every tensor of every run is read, as a dataset capture does. The values
+            are then onnxruntime's without those fusions (equal to the fused ones within float rounding, and so
+            are the tensors after them). QDQ layers keep their int8 kernels either way (their float tensors,
+            from a DequantizeLinear to the next QuantizeLinear, stay recomputed); a ``quantize_dynamic`` model's
+            fused DynamicQuantizeMatMul comes apart into its ops (the same values, more time).
 
     Example:
         >>> import numpy as np, onnxscope

@@ -143,3 +143,56 @@ def test_materializing_sets_of_tensors_gives_each_tensor_its_own_value(qdq_model
         assert all(cap.storage.captured(k) for k in names)
         for k in names:  # (fewer outputs marked may let onnxruntime fuse more: float rounding at most)
             np.testing.assert_allclose(cap[k], alone[k], rtol=1e-6, atol=1e-6, err_msg=k)
+
+
+def test_without_recompute_a_float_op_before_the_quantizer_stays_inside_the_int8_kernel(tmp_path):
+    """DQ → Conv → Relu → Q (as QAT exports keep it): onnxruntime runs Conv+Relu+Q as one QLinearConv. Marking the
+    Relu output would split the layer and run the Conv in float; recompute=False must leave every float tensor
+    between the DequantizeLinear and the QuantizeLinear recomputed, and the output stays plain onnxruntime's."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    consts = {
+        "w_q": rng.integers(-50, 50, (8, 3, 3, 3)).astype(np.int8),
+        "w_s": np.array(0.01, np.float32),
+        "w_z": np.array(0, np.int8),
+        "x_s": np.array(0.02, np.float32),
+        "x_z": np.array(128, np.uint8),
+        "y_s": np.array(0.05, np.float32),
+        "y_z": np.array(0, np.uint8),
+        "b": (rng.standard_normal(8) * 0.1).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"]),
+        helper.make_node("Conv", ["xd", "wd", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "y_s", "y_z"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "y_s", "y_z"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    onnx.save(proto, tmp_path / "q.onnx")
+    session = onnxscope.CaptureSession(onnxscope.load(tmp_path / "q.onnx"), recompute=False)
+    cap = session.run({"x": np.zeros((1, 3, 8, 8), np.float32)})
+    assert {k: cap.info(k).source for k in ("c", "r", "xq", "rq")} == {
+        "c": "recomputed",
+        "r": "recomputed",
+        "xq": "captured",
+        "rq": "captured",
+    }
+    for _ in range(20):
+        x = (rng.standard_normal((1, 3, 8, 8)) * 2).astype(np.float32)
+        cap = session.run({"x": x})
+        np.testing.assert_array_equal(cap.outputs["y"], ort_plain(tmp_path / "q.onnx", {"x": x}, "all")["y"])
+        np.testing.assert_array_equal(
+            cap["rq"], ort_marking(tmp_path / "q.onnx", {"x": x}, ["rq"], "all")["rq"]
+        )

@@ -214,6 +214,24 @@ def test_every_tensor_comes_from_the_run_and_resume_with_recompute_changed_is_re
     assert tree(out) == before
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_the_dataset_session_marks_or_recomputes_as_asked(tmp_path, monkeypatch, recompute):
+    from onnxscope import _dataset_shard
+
+    seen = []
+    real = _dataset_shard.CaptureSession
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("recompute"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_dataset_shard, "CaptureSession", recording)
+    m = onnxscope.Model(mlp_model())
+    kw = {} if not recompute else {"recompute": True}
+    store = capture_dataset(m, _batches(3), out=tmp_path / "s.zarr", progress=False, **kw)
+    assert store.complete and seen and set(seen) == {recompute}
+
+
 def test_a_store_made_before_the_recompute_setting_resumes_only_recomputing(external):
     """Stores written before the setting existed were made recomputing: they continue with recompute=True."""
     import json
@@ -390,7 +408,7 @@ def test_chunks_written_as_files_have_the_bytes_zarr_writes(tmp_path):
 def test_chunk_files_are_written_past_the_page_cache_where_the_file_system_allows_it(tmp_path, monkeypatch):
     """An aligned buffer's aligned part goes out with O_DIRECT, the tail and unaligned buffers through the page
     cache; the file holds the same bytes either way (and a file system refusing O_DIRECT gets a plain write)."""
-    import fcntl
+    fcntl = pytest.importorskip("fcntl")  # POSIX
 
     from onnxscope import _dataset_shard
     from onnxscope._dataset_shard import DIRECT_ALIGN, aligned_empty, write_file
@@ -426,3 +444,27 @@ def test_chunk_files_are_written_past_the_page_cache_where_the_file_system_allow
         assert (flags[0] if flags else False) == expect_direct, (nbytes, aligned_start, flags)
         if expect_direct and nbytes % DIRECT_ALIGN:
             assert flags[-1] is False  # the tail through the page cache
+    if not direct:
+        return
+    data = aligned_empty((3 * DIRECT_ALIGN + 7,), np.uint8)
+    data[:] = rng.integers(0, 255, data.shape, dtype=np.uint8)
+    real_open = os.open
+
+    def no_direct_open(path, fl, *args):  # a file system refusing O_DIRECT when the file is opened
+        if fl & direct:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, fl, *args)
+
+    monkeypatch.setattr(_dataset_shard.os, "open", no_direct_open)
+    write_file(str(tmp_path / "g.bin"), data)
+    assert (tmp_path / "g.bin").read_bytes() == data.tobytes()
+    monkeypatch.setattr(_dataset_shard.os, "open", real_open)
+
+    def no_direct_write(fd, chunk):  # ... or only when written to
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & direct:
+            raise OSError(22, "Invalid argument")
+        return real_write(fd, chunk)
+
+    monkeypatch.setattr(_dataset_shard.os, "write", no_direct_write)
+    write_file(str(tmp_path / "h.bin"), data)
+    assert (tmp_path / "h.bin").read_bytes() == data.tobytes()

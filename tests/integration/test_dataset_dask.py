@@ -192,13 +192,15 @@ def test_warm_workers_follow_a_store_made_again_at_the_same_path_with_another_pl
     assert tree(out) == tree(tmp_path / "one.zarr")
 
 
-def test_a_local_cluster_keeps_glibcs_own_memory_reuse():
+def test_a_local_cluster_keeps_glibcs_own_memory_reuse(monkeypatch):
     """``local_client`` (``--workers N``) starts its workers without Dask's MALLOC_TRIM_THRESHOLD_, which would
     have every batch fault its arrays in afresh (docs/benchmarks.md: 3x the page faults); Dask's other
     settings (one BLAS/OpenMP thread per worker) stay."""
     from onnxscope.dataset import local_client
 
-    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # "65536" once a nanny of this module's cluster has run
+    # what a nanny started earlier in this process leaves in its environment (and workers would inherit)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    before = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     with local_client(1) as c:
         env = next(iter(c.run(lambda: dict(os.environ)).values()))
     assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
