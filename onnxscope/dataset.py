@@ -743,6 +743,8 @@ def capture_dataset(
         >>> store.samples, store.array("h").metadata.dimension_names
         (13, ('sample', 'h_1'))
     """
+    if not isinstance(recompute, bool):
+        raise InputError(f"recompute {recompute!r}: choose True or False")
     url = os.fspath(out)
     chunk_bytes = parse_size(chunk_size, "chunk_size") or CHUNK_BYTES
     codecs = _codecs(compression)

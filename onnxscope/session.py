@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxscope.errors import CaptureError, NotFoundError
+from onnxscope.errors import CaptureError, InputError, NotFoundError
 from onnxscope.expose import Plan, Selection, TensorMeta, expose
 from onnxscope.inputs import prepare_inputs, resolve_dims
 from onnxscope.model import Model, load
@@ -317,6 +317,8 @@ class CaptureSession:
     ) -> None:
         self.model = model if isinstance(model, Model) else load(model)
         self.providers, self.optimization, self.threads = providers, optimization, threads
+        if not isinstance(recompute, bool):
+            raise InputError(f"recompute {recompute!r}: choose True or False")
         self.recompute = recompute
         self._select, self._exclude = select, exclude
         self._folder = os.path.dirname(os.path.abspath(self.model.path)) if self.model.path else None

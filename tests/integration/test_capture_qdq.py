@@ -15,7 +15,7 @@ from onnx import numpy_helper  # noqa: E402
 from oracles import load_proto, ort_marking, ort_plain, ort_subgraph  # noqa: E402
 
 torch = pytest.importorskip("torch")
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402
+from compare_models import quantize_qdq  # noqa: E402
 
 
 class Net(torch.nn.Module):
@@ -29,15 +29,6 @@ class Net(torch.nn.Module):
         return self.fc(torch.flatten(torch.relu(self.c2(h)) + h, 1))
 
 
-class Reader(CalibrationDataReader):
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self.items = iter([{"input": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(8)])
-
-    def get_next(self):
-        return next(self.items, None)
-
-
 @pytest.fixture(scope="module")
 def qdq_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qdq")
@@ -45,14 +36,9 @@ def qdq_model(tmp_path_factory):
     torch.onnx.export(
         Net().eval(), (torch.randn(1, 3, 8, 8),), str(folder / "f.onnx"), dynamo=False, input_names=["input"]
     )
-    quantize_static(
-        str(folder / "f.onnx"),
-        str(folder / "q.onnx"),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-    )
+    rng = np.random.default_rng(0)
+    calibration = [{"input": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
+    quantize_qdq(folder / "f.onnx", folder / "q.onnx", calibration)
     return onnxscope.load(folder / "q.onnx")
 
 

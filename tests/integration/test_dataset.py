@@ -230,6 +230,11 @@ def test_the_dataset_session_marks_or_recomputes_as_asked(tmp_path, monkeypatch,
     kw = {} if not recompute else {"recompute": True}
     store = capture_dataset(m, _batches(3), out=tmp_path / "s.zarr", progress=False, **kw)
     assert store.complete and seen and set(seen) == {recompute}
+    with pytest.raises(onnxscope.InputError, match=r"recompute 'no': choose True or False"):
+        capture_dataset(m, _batches(1), out=tmp_path / "t.zarr", progress=False, recompute="no")
+    assert not (tmp_path / "t.zarr").exists()
+    with pytest.raises(onnxscope.InputError, match=r"recompute 0: choose True or False"):
+        onnxscope.CaptureSession(m, recompute=0)
 
 
 def test_a_store_made_before_the_recompute_setting_resumes_only_recomputing(external):

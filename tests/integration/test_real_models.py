@@ -122,6 +122,20 @@ def test_capture_equals_onnxruntime_marking_the_same_tensors(mid):
         assert all(cap[k].dtype != object for k in ran)
 
 
+@pytest.mark.parametrize("mid", sorted(MANIFEST))
+def test_without_recompute_every_tensor_and_output_equals_onnxruntime_marking_them(mid):
+    """recompute=False (a dataset's session): the tensors fusions would remove are marked instead; each captured
+    tensor and each model output equals onnxruntime at ALL with those same tensors marked."""
+    path, feeds = path_of(mid), inputs_of(MANIFEST[mid]["inputs"])
+    cap = onnxscope.CaptureSession(path, recompute=False).run(feeds)
+    main_graph = [k for k in cap if cap.info(k).source == "captured" and not cap.info(k).scopes]
+    expected = ort_marking(path, feeds, main_graph, "all")
+    for k in main_graph:
+        assert cap[k].dtype == expected[k].dtype and np.array_equal(cap[k], expected[k], equal_nan=True), k
+    for k, v in cap.outputs.items():
+        assert np.array_equal(v, expected[k], equal_nan=True), k
+
+
 @pytest.mark.parametrize(
     "name",
     ["ppocr-cls-mobile-v2-fp16", "minilm-l6-int8-fp16", "nudenet-320n-unsorted", "silero-vad-op15-unsorted"],

@@ -328,27 +328,12 @@ def _numpy_rows(cap_a, cap_b, order, rtol=1e-3, atol=1e-4):
 
 
 def test_fp32_versus_qdq_comparison_page(driver, tmp_path):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from compare_models import quantize_qdq
 
     rng = np.random.default_rng(0)
     calib = [{"image": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)} for _ in range(8)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(calib)
-
-        def get_next(self):
-            return next(self.items, None)
-
     qdq = tmp_path / "qdq.onnx"
-    quantize_static(
-        str(FIXTURE),
-        str(qdq),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-    )
+    quantize_qdq(FIXTURE, qdq, calib)
     fp32 = onnxscope.load(FIXTURE)
     x = {"image": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}
     cap_a, cap_b = onnxscope.capture(fp32, x), onnxscope.capture(onnxscope.load(qdq), x)
