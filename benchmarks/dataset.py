@@ -216,6 +216,9 @@ def main() -> None:
     ap.add_argument("--rss-batches", type=int, nargs=2, default=[10, 1000])
     ap.add_argument("--one-batch-size", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="a short sanity run (few batches, one round)")
+    ap.add_argument(
+        "--parts", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3], help="which parts to run"
+    )
     args = ap.parse_args()
     if args.quick:
         args.batches, args.mlp_batches, args.rounds, args.rss_batches = 100, 64, 1, [10, 100]
@@ -228,73 +231,78 @@ def main() -> None:
         make_data(os.path.join(folder, "cnn-data"), args.batches, (8, 3, 32, 32))
         make_data(os.path.join(folder, "mlp-data"), args.mlp_batches, (32, 2048))
 
-        print(f"1. I/O-bound: small CNN, {args.batches} batches of 8 (median of {args.rounds} rounds)")
-        base = {"input": "x", "batch": 8, "all_outputs": os.path.join(folder, "cnn-all.onnx"), "kw": {}}
-        modes = {
-            "plain onnxruntime": ("ort", base),
-            "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
-            "onnxscope, one process": ("onnxscope", base),
-            "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
-        }
-        res = rounds(modes, cnn, os.path.join(folder, "cnn-data"), folder, args.rounds)
-        _table(res, args.batches * 8)
-        limit = res["onnxruntime + numpy.save (I/O limit)"]["seconds"]
-        one = res["onnxscope, one process"]["seconds"]
-        print(
-            f"one process / I/O limit: {one / limit:.2f}x (target <= 1.5x: {'PASS' if one <= 1.5 * limit else 'FAIL'})"
-        )
-        print(f"2 workers vs one process: {one / res['onnxscope, Dask 2 workers']['seconds']:.2f}x\n")
-
-        print(f"2. compute-bound: MLP 4 x Gemm(2048) + ReLU, {args.mlp_batches} batches of 32")
-        base = {"input": "x", "batch": 32, "all_outputs": os.path.join(folder, "mlp-all.onnx"), "kw": {}}
-        modes = {
-            "plain onnxruntime": ("ort", base),
-            "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
-            "onnxscope, one process": ("onnxscope", base),
-            "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
-        }
-        res = rounds(modes, mlp, os.path.join(folder, "mlp-data"), folder, args.rounds)
-        _table(res, args.mlp_batches * 32)
-        one, two = res["onnxscope, one process"]["seconds"], res["onnxscope, Dask 2 workers"]["seconds"]
-        print(
-            f"2 workers vs one process: {one / two:.2f}x (target >= 1.6x: {'PASS' if one >= 1.6 * two else 'FAIL'})\n"
-        )
-
-        print("3. memory (small CNN, the same plan for both runs: 16 batches per shard)")
-        lo, hi = args.rss_batches
-        make_data(os.path.join(folder, "rss-data"), hi, (8, 3, 32, 32))
-        peaks = {}
-        for n in (lo, hi):
-            data = os.path.join(folder, f"rss-{n}")
-            os.makedirs(data, exist_ok=True)
-            for b in range(n):
-                os.link(os.path.join(folder, "rss-data", f"{b:06d}.npy"), os.path.join(data, f"{b:06d}.npy"))
-            extra = {"input": "x", "batch": 8, "kw": {"shard_batches": 16}}
-            peaks[("one", n)] = child("onnxscope", cnn, data, os.path.join(folder, f"rss-one-{n}"), extra)[
-                "peak_rss"
-            ]
-            w = child("dask", cnn, data, os.path.join(folder, f"rss-dask-{n}"), {**extra, "workers": 2})
-            peaks[("worker", n)] = w["worker_rss"]
-        for who in ("one", "worker"):
-            growth = peaks[(who, hi)] / peaks[(who, lo)] - 1
-            label = "one process" if who == "one" else "per Dask worker"
+        if 1 in args.parts:
+            print(f"1. I/O-bound: small CNN, {args.batches} batches of 8 (median of {args.rounds} rounds)")
+            base = {"input": "x", "batch": 8, "all_outputs": os.path.join(folder, "cnn-all.onnx"), "kw": {}}
+            modes = {
+                "plain onnxruntime": ("ort", base),
+                "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
+                "onnxscope, one process": ("onnxscope", base),
+                "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
+            }
+            res = rounds(modes, cnn, os.path.join(folder, "cnn-data"), folder, args.rounds)
+            _table(res, args.batches * 8)
+            limit = res["onnxruntime + numpy.save (I/O limit)"]["seconds"]
+            one = res["onnxscope, one process"]["seconds"]
             print(
-                f"peak RSS {label}: {peaks[(who, lo)] / 2**20:.0f} MB over {lo} batches, {peaks[(who, hi)] / 2**20:.0f} MB "
-                f"over {hi}: {growth:+.1%} (target within 5%: {'PASS' if abs(growth) <= 0.05 else 'FAIL'})"
+                f"one process / I/O limit: {one / limit:.2f}x (target <= 1.5x: {'PASS' if one <= 1.5 * limit else 'FAIL'})"
             )
-        size = args.one_batch_size
-        data = os.path.join(folder, "one-batch")
-        make_data(data, 1, (size, 3, 32, 32))
-        extra = {"input": "x", "batch": size, "kw": {}}
-        plain = child("ort", cnn, data, os.path.join(folder, "one-ort"), extra)
-        ours = child("onnxscope", cnn, data, os.path.join(folder, "one-onnxscope"), extra)
-        limit = plain["peak_rss"] + 1.2 * ours["captured"]
-        mb = 2**20
-        print(
-            f"one batch of {size}: plain onnxruntime {plain['peak_rss'] / mb:.0f} MB, captured "
-            f"{ours['captured'] / mb:.0f} MB, onnxscope {ours['peak_rss'] / mb:.0f} MB "
-            f"(limit: plain + 1.2 x captured = {limit / mb:.0f} MB: {'PASS' if ours['peak_rss'] <= limit else 'FAIL'})"
-        )
+            print(f"2 workers vs one process: {one / res['onnxscope, Dask 2 workers']['seconds']:.2f}x\n")
+
+        if 2 in args.parts:
+            print(f"2. compute-bound: MLP 4 x Gemm(2048) + ReLU, {args.mlp_batches} batches of 32")
+            base = {"input": "x", "batch": 32, "all_outputs": os.path.join(folder, "mlp-all.onnx"), "kw": {}}
+            modes = {
+                "plain onnxruntime": ("ort", base),
+                "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
+                "onnxscope, one process": ("onnxscope", base),
+                "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
+            }
+            res = rounds(modes, mlp, os.path.join(folder, "mlp-data"), folder, args.rounds)
+            _table(res, args.mlp_batches * 32)
+            one, two = res["onnxscope, one process"]["seconds"], res["onnxscope, Dask 2 workers"]["seconds"]
+            print(
+                f"2 workers vs one process: {one / two:.2f}x (target >= 1.6x: {'PASS' if one >= 1.6 * two else 'FAIL'})\n"
+            )
+
+        if 3 in args.parts:
+            print("3. memory (small CNN, the same plan for both runs: 16 batches per shard)")
+            lo, hi = args.rss_batches
+            make_data(os.path.join(folder, "rss-data"), hi, (8, 3, 32, 32))
+            peaks = {}
+            for n in (lo, hi):
+                data = os.path.join(folder, f"rss-{n}")
+                os.makedirs(data, exist_ok=True)
+                for b in range(n):
+                    os.link(
+                        os.path.join(folder, "rss-data", f"{b:06d}.npy"), os.path.join(data, f"{b:06d}.npy")
+                    )
+                extra = {"input": "x", "batch": 8, "kw": {"shard_batches": 16}}
+                peaks[("one", n)] = child(
+                    "onnxscope", cnn, data, os.path.join(folder, f"rss-one-{n}"), extra
+                )["peak_rss"]
+                w = child("dask", cnn, data, os.path.join(folder, f"rss-dask-{n}"), {**extra, "workers": 2})
+                peaks[("worker", n)] = w["worker_rss"]
+            for who in ("one", "worker"):
+                growth = peaks[(who, hi)] / peaks[(who, lo)] - 1
+                label = "one process" if who == "one" else "per Dask worker"
+                print(
+                    f"peak RSS {label}: {peaks[(who, lo)] / 2**20:.0f} MB over {lo} batches, {peaks[(who, hi)] / 2**20:.0f} MB "
+                    f"over {hi}: {growth:+.1%} (target within 5%: {'PASS' if abs(growth) <= 0.05 else 'FAIL'})"
+                )
+            size = args.one_batch_size
+            data = os.path.join(folder, "one-batch")
+            make_data(data, 1, (size, 3, 32, 32))
+            extra = {"input": "x", "batch": size, "kw": {}}
+            plain = child("ort", cnn, data, os.path.join(folder, "one-ort"), extra)
+            ours = child("onnxscope", cnn, data, os.path.join(folder, "one-onnxscope"), extra)
+            limit = plain["peak_rss"] + 1.2 * ours["captured"]
+            mb = 2**20
+            print(
+                f"one batch of {size}: plain onnxruntime {plain['peak_rss'] / mb:.0f} MB, captured "
+                f"{ours['captured'] / mb:.0f} MB, onnxscope {ours['peak_rss'] / mb:.0f} MB "
+                f"(limit: plain + 1.2 x captured = {limit / mb:.0f} MB: {'PASS' if ours['peak_rss'] <= limit else 'FAIL'})"
+            )
 
 
 def _table(res: dict, samples: int) -> None:

@@ -446,6 +446,7 @@ class _Side:
         self._const: dict[int, bool] = {}
         self._shapes = shapes or {}
         self._hash: dict[int, str | None] = {}
+        self._probe: dict[int, bytes | None] = {}
         self._arrays: dict[int, np.ndarray | None] = {}
         self._data: dict[int, list[ir.Value]] = {}
         self._computes: dict[int, bool] = {}
@@ -562,6 +563,7 @@ class _Side:
         return self._arrays[k]
 
     def digest(self, v: ir.Value) -> str | None:
+        """A hash of the weight's values (as float32)."""
         k = id(v)
         if k not in self._hash:
             a = self.array(v)
@@ -569,10 +571,30 @@ class _Side:
                 None
                 if a is None
                 else hashlib.blake2b(
-                    np.ascontiguousarray(a, np.float32).tobytes(), digest_size=12
+                    memoryview(np.ascontiguousarray(a, np.float32)), digest_size=12
                 ).hexdigest()
             )
         return self._hash[k]
+
+    def probe(self, v: ir.Value) -> bytes | None:
+        """64 values spread over the weight (as float32), and its size: equal for equal weights, and cheap — only
+        weights whose probes agree are hashed whole (reading a large weight costs more than the rest of the
+        alignment)."""
+        k = id(v)
+        if k not in self._probe:
+            a = self.array(v)
+            if a is None:
+                self._probe[k] = None
+            else:
+                flat = a.reshape(-1)
+                sample = np.asarray(flat[:: max(1, flat.size // 64)][:64], np.float32)
+                self._probe[k] = np.int64(flat.size).tobytes() + sample.tobytes()
+        return self._probe[k]
+
+    def same(self, v: ir.Value, other: _Side, w: ir.Value) -> bool:
+        """Whether weight ``v`` of this side holds the values of weight ``w`` of ``other``."""
+        p = self.probe(v)
+        return p is not None and p == other.probe(w) and self.digest(v) == other.digest(w)
 
     def weight_size(self, node: ir.Node, count: bool = False) -> int:
         """Elements of the weight matrices a node consumes (constant inputs with two or more axes longer than
@@ -842,13 +864,12 @@ class _Matcher:
             a = self.der.array(v)
             if a is None or a.size <= 1:
                 continue
-            h = self.der.digest(v)
             best = 0.0
             for w in theirs:
                 b = self.ref.array(w)
                 if b is None or b.size != a.size:
                     continue
-                if h is not None and self.ref.digest(w) == h:
+                if self.der.same(v, self.ref, w):
                     best = 1.0
                     break
                 best = max(best, _similarity(a, b))
@@ -857,12 +878,12 @@ class _Matcher:
 
     def _exact_weights(self, node: ir.Node, other: ir.Node) -> bool:
         mine = [
-            self.der.digest(v)
+            v
             for v in self.der.consts(node)
             if (a := self.der.array(v)) is not None and a.dtype.kind == "f" and a.size > 1
         ]
-        theirs = {self.ref.digest(v) for v in self.ref.consts(other)}
-        return bool(mine) and all(h in theirs for h in mine if h is not None)
+        theirs = self.ref.consts(other)
+        return bool(mine) and all(any(self.der.same(v, self.ref, w) for w in theirs) for v in mine)
 
     # -- the walk ---------------------------------------------------------------------------------------------
     def run(self) -> None:

@@ -142,6 +142,53 @@ def test_a_weight_scaled_by_1_5_is_the_first_divergence_and_the_top_introduced_e
     assert after and all(r.introduced_error < 0.05 * top.introduced_error for r in after)
 
 
+def test_error_introduced_by_a_float_op_between_qdq_nodes_is_that_op_run_on_the_float_models_values(zoo):
+    """fp32 vs QDQ: the error a float op of the QDQ model introduces (here each BatchNormalization, whose inputs
+    and weights the quantizer dequantized) is ``a``'s tensor against that op and its DequantizeLinear nodes run by
+    onnxruntime on ``a``'s input quantized as ``b`` quantizes it (numpy, by the ONNX definition) — with the
+    weights' DequantizeLinear folded, as nothing in those nodes can be an int8 kernel. The int8 layers of the same
+    comparison re-run in a model of their own (their kernels kept)."""
+    from oracles import ort_subgraph
+
+    a_path, b_path = zoo.path("cnn"), zoo.path("cnn", "qdq")
+    c = onnxscope.compare(a_path, b_path, batches("cnn", 1)[0])
+    run_a, _ = c._last
+    proto = onnx.load(str(b_path))
+    params = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    checked = 0
+    for row in c.rows:
+        op = producer.get(row.b_tensor)
+        if (
+            op is None
+            or op.op_type in ("QuantizeLinear", "DequantizeLinear")
+            or row.introduced_max_abs is None
+        ):
+            continue
+        feeds = {}
+        for i in op.input:
+            dq = producer.get(i)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in params:
+                continue
+            x = dq.input[
+                0
+            ]  # an int8 activation: a's aligned value quantized by the DequantizeLinear's own params
+            scale, zero = params[dq.input[1]], params[dq.input[2]]
+            value = np.asarray(run_a[c.alignment.by_b[x].a], np.float32)
+            info = np.iinfo(zero.dtype)
+            q = np.clip(np.rint(value / scale) + zero.astype(np.float32), info.min, info.max)
+            feeds[x] = q.astype(zero.dtype)
+        if not feeds:
+            continue
+        local = ort_subgraph(b_path, feeds, [row.b_tensor], config={"session.disable_quant_qdq": "1"})
+        a = np.asarray(run_a[row.a_tensor], np.float32)
+        assert row.introduced_max_abs == float(np.abs(a - local[row.b_tensor]).max()), row
+        checked += 1
+    assert checked >= 3
+    int8 = [r for r in c.rows if producer.get(r.b_tensor) is not None and r.introduced_error is not None]
+    assert any(producer[r.b_tensor].op_type == "DequantizeLinear" for r in int8)
+
+
 @pytest.mark.parametrize(
     "name,variant", [("cnn", "all-renamed"), ("bert", "all-renamed"), ("bert", "transformers-renamed")]
 )
