@@ -37,7 +37,6 @@ from onnxscope.align import Alignment, Pair, align
 from onnxscope.discrepancy import REPORT_FIELDS, Discrepancy
 from onnxscope.errors import InputError, OnnxscopeError
 from onnxscope.model import Model
-from onnxscope.runtime import float_only
 from onnxscope.sides import Side
 
 __all__ = ["Comparison", "Row", "check_kernels", "compare"]
@@ -405,8 +404,7 @@ class _Region:
 class _Local:
     """The re-run of ``b``'s sub-graphs: for every row, the ``b`` nodes between its tensor and the tensors
     ``stop`` accepts (aligned to other tensors of ``a``), fed with ``a``'s values — all in one model, run once
-    per batch the way ``b`` runs (two: int8 layers and float ones; one model per row if onnxruntime refuses the
-    combined ones)."""
+    per batch the way ``b`` runs (one model per row if onnxruntime refuses the combined one)."""
 
     def __init__(
         self, side: Side, alignment: Alignment, plans: list[_Plan], stop: Callable[[ir.Value, Pair], bool]
@@ -415,7 +413,7 @@ class _Local:
         self.graph = side.model
         self.regions: list[_Region] = []
         self.notes: list[str] = []
-        self.models: list[tuple[list[_Region], ir.Model]] | None = None  # the combined re-run models
+        self.model: ir.Model | None = None
         self.split = False
         g = self.graph.ir.graph
         self._order = {id(n): i for i, n in enumerate(g)}
@@ -580,24 +578,18 @@ class _Local:
         out: dict[int, np.ndarray] = {}
         if not self.split:
             try:
-                if self.models is None:
-                    # regions that run in float (see runtime.float_only) apart from those with int8 kernels:
-                    # their model has onnxruntime fold the weights' DequantizeLinear, the other keeps them
-                    floats = {id(r) for r in self.regions if float_only(r.nodes)}
-                    kinds = [[r for r in self.regions if (id(r) in floats) == f] for f in (False, True)]
-                    self.models = [(group, self._build(group, run_b)) for group in kinds if group]
-                ready = {id(r) for r in usable}
-                for group, model in self.models:
-                    feeds = {
-                        f"r{k}::{f.name}": v
-                        for k, r in enumerate(group)
-                        if id(r) in ready
-                        for f, v in zip(r.feeds, values[id(r)], strict=True)
-                    }
-                    got = self.side.rerun(model, feeds)
-                    for k, r in enumerate(group):
-                        if id(r) in ready:
-                            out[id(r.plan)] = np.asarray(got[model.graph.outputs[k].name or ""])
+                if self.model is None:
+                    self.model = self._build(self.regions, run_b)
+                index = {id(r): k for k, r in enumerate(self.regions)}
+                feeds = {
+                    f"r{index[id(r)]}::{f.name}": v
+                    for r in usable
+                    for f, v in zip(r.feeds, values[id(r)], strict=True)
+                }
+                got = self.side.rerun(self.model, feeds)
+                for r in usable:
+                    name = self.model.graph.outputs[index[id(r)]].name or ""
+                    out[id(r.plan)] = np.asarray(got[name])
                 return out
             except Exception as e:  # onnxruntime refuses one region: re-run them one by one from now on
                 self.split = True

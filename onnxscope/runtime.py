@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
 from typing import Any
 
 import onnx_ir as ir
@@ -20,7 +19,6 @@ from onnxscope.errors import CaptureError, InputError, MissingDependencyError
 __all__ = [
     "LEVELS",
     "first_line",
-    "float_only",
     "is_runtime_error",
     "make_session",
     "ort",
@@ -49,15 +47,8 @@ def ort() -> Any:
     return onnxruntime
 
 
-def session_options(
-    optimization: str = "all", threads: int | None = None, *, float_only: bool = False
-) -> Any:
+def session_options(optimization: str = "all", threads: int | None = None) -> Any:
     """onnxruntime ``SessionOptions`` at an optimization level (``disable``, ``basic``, ``extended``, ``all``).
-
-    ``float_only``: the model is to be run in float even where it dequantizes (see :func:`float_only`):
-    onnxruntime then folds the DequantizeLinear of constant weights into float weights
-    (``session.disable_quant_qdq``), so their ops get its prepacked and blocked float kernels instead of
-    dequantizing the weights on every run.
 
     Raises:
         InputError: an unknown level (the message lists the valid ones).
@@ -71,47 +62,7 @@ def session_options(
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.log_severity_level = 4  # errors come back as exceptions, said once, in one line
-    if float_only:
-        so.add_session_config_entry("session.disable_quant_qdq", "1")
     return so
-
-
-# ops onnxruntime runs on integers from a DequantizeLinear even with no QuantizeLinear after them (float outputs:
-# MatMulIntegerToFloat, MatMulNBits, GatherBlockQuantized)
-_INTEGER_TO_FLOAT = frozenset({"MatMul", "Gemm", "Gather", "GatherElements"})
-_FOLDABLE = frozenset(
-    {ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT16, ir.DataType.UINT16, ir.DataType.INT32}
-)
-
-
-def float_only(model: ir.Model | Iterable[ir.Node]) -> bool:
-    """Whether onnxruntime would run ``model`` (or a model of these nodes) in float anyway where it dequantizes
-    weights: it has no QuantizeLinear (so no int8 kernel can form), 8- to 32-bit integer weights dequantized only
-    into ops without an integer kernel of float output (a Conv, not a MatMul), and at least one such weight. Such
-    a model, typically the float computation inside a QDQ layer's int8 kernel rebuilt from its int8 input, runs
-    the same ops on the same dequantized weights with :func:`session_options` ``float_only=True`` — in
-    onnxruntime's faster float kernels (values equal within float rounding).
-
-    Example:
-        >>> import onnx_ir as ir
-        >>> float_only(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10))
-        False
-    """
-    found = False
-    for node in model.graph.all_nodes() if isinstance(model, ir.Model) else model:
-        if node.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") or node.domain not in ("", "ai.onnx"):
-            return False
-        if node.op_type != "DequantizeLinear":
-            continue
-        x = node.inputs[0] if node.inputs else None
-        if x is None or x.const_value is None and not x.is_initializer():
-            continue  # an activation: dequantized at run time either way
-        if x.type is None or x.type.dtype not in _FOLDABLE:  # 4-bit weights: 8 times their size in float
-            return False
-        if any(use.node.op_type in _INTEGER_TO_FLOAT for use in node.outputs[0].uses()):
-            return False
-        found = True
-    return found
 
 
 def is_runtime_error(e: BaseException) -> bool:

@@ -36,7 +36,6 @@ from onnxscope.model import Model, load
 from onnxscope.result import Capture, Provenance, Storage
 from onnxscope.runtime import (
     first_line,
-    float_only,
     make_session,
     serialize,
     session_options,
@@ -237,8 +236,8 @@ class _Recomputer:
         )  # made on first use: a capture whose recomputed tensors are never read pays nothing
         if sess is None:
             optimization, threads, providers = self.options
+            so = session_options(optimization, threads)
             sub = part.model(self.model, {k: v.dtype for k, v in feeds.items()})
-            so = session_options(optimization, threads, float_only=float_only(sub))
             sess = make_session(serialize(sub), self.folder, so, providers)
             self.sessions[i] = sess
         try:

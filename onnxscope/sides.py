@@ -182,11 +182,11 @@ class Side:
                     model, [v.name or "" for v in model.graph.outputs], self.folder
                 )
             return run(sess, dict(feeds))
-        from onnxscope.runtime import float_only, make_session, serialize, session_options
+        from onnxscope.runtime import make_session, serialize, session_options
 
         sess = self._reruns.get(key)
         if sess is None:
-            so = session_options(self.optimization, self.threads, float_only=float_only(model))
+            so = session_options(self.optimization, self.threads)
             sess = self._reruns[key] = make_session(serialize(model), self.folder, so, self.providers)
         names = [o.name for o in sess.get_outputs()]
         wanted = {i.name for i in sess.get_inputs()}

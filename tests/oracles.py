@@ -22,18 +22,10 @@ LEVELS = {
 }
 
 
-def _session(
-    proto: onnx.ModelProto,
-    folder: str | None,
-    level: str,
-    threads: int | None = None,
-    config: dict | None = None,
-):
+def _session(proto: onnx.ModelProto, folder: str | None, level: str, threads: int | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    for k, v in (config or {}).items():
-        so.add_session_config_entry(k, v)
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
     so.log_severity_level = 3
     if threads is not None:
@@ -67,13 +59,12 @@ def ort_plain(path, feeds: dict, level: str = "all") -> dict[str, np.ndarray]:
 
 
 def ort_subgraph(
-    path, values: dict[str, np.ndarray], outputs: list[str], level: str = "all", config: dict | None = None
+    path, values: dict[str, np.ndarray], outputs: list[str], level: str = "all"
 ) -> dict[str, np.ndarray]:
-    """The original nodes computing ``outputs`` from the tensors in ``values``, run by onnxruntime on them
-    (``config``: session configuration entries)."""
+    """The original nodes computing ``outputs`` from the tensors in ``values``, run by onnxruntime on them."""
     proto = onnx.load(os.fspath(path))  # the Extractor needs the weights in memory
     inferred = onnx.shape_inference.infer_shapes(proto)
     sub = onnx.utils.Extractor(inferred).extract_model(list(values), outputs)
-    sess = _session(sub, None, level, config=config)
+    sess = _session(sub, None, level)
     wanted = [i.name for i in sess.get_inputs()]
     return dict(zip(outputs, sess.run(outputs, {k: values[k] for k in wanted}), strict=True))

@@ -145,9 +145,8 @@ def test_a_weight_scaled_by_1_5_is_the_first_divergence_and_the_top_introduced_e
 def test_error_introduced_by_a_float_op_between_qdq_nodes_is_that_op_run_on_the_float_models_values(zoo):
     """fp32 vs QDQ: the error a float op of the QDQ model introduces (here each BatchNormalization, whose inputs
     and weights the quantizer dequantized) is ``a``'s tensor against that op and its DequantizeLinear nodes run by
-    onnxruntime on ``a``'s input quantized as ``b`` quantizes it (numpy, by the ONNX definition) — with the
-    weights' DequantizeLinear folded, as nothing in those nodes can be an int8 kernel. The int8 layers of the same
-    comparison re-run in a model of their own (their kernels kept)."""
+    onnxruntime on ``a``'s input quantized as ``b`` quantizes it (numpy, by the ONNX definition); the int8 layers
+    re-run in the same model."""
     from oracles import ort_subgraph
 
     a_path, b_path = zoo.path("cnn"), zoo.path("cnn", "qdq")
@@ -180,7 +179,7 @@ def test_error_introduced_by_a_float_op_between_qdq_nodes_is_that_op_run_on_the_
             feeds[x] = q.astype(zero.dtype)
         if not feeds:
             continue
-        local = ort_subgraph(b_path, feeds, [row.b_tensor], config={"session.disable_quant_qdq": "1"})
+        local = ort_subgraph(b_path, feeds, [row.b_tensor])
         a = np.asarray(run_a[row.a_tensor], np.float32)
         assert row.introduced_max_abs == float(np.abs(a - local[row.b_tensor]).max()), row
         checked += 1
