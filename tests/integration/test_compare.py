@@ -143,10 +143,10 @@ def test_a_weight_scaled_by_1_5_is_the_first_divergence_and_the_top_introduced_e
 
 
 def test_error_introduced_by_a_float_op_between_qdq_nodes_is_that_op_run_on_the_float_models_values(zoo):
-    """fp32 vs QDQ: the error a float op of the QDQ model introduces (here each BatchNormalization, whose inputs
-    and weights the quantizer dequantized) is ``a``'s tensor against that op and its DequantizeLinear nodes run by
-    onnxruntime on ``a``'s input quantized as ``b`` quantizes it (numpy, by the ONNX definition); the int8 layers
-    re-run in the same model."""
+    """fp32 vs QDQ: the error a float op of the QDQ model introduces (a BatchNormalization whose input and weights
+    the quantizer dequantized, an Add of two dequantized tensors…) is ``a``'s tensor against that op and its
+    DequantizeLinear nodes run by onnxruntime on ``a``'s inputs quantized as ``b`` quantizes them (numpy, by the
+    ONNX definition); the int8 layers are re-run in the same model."""
     from oracles import ort_subgraph
 
     a_path, b_path = zoo.path("cnn"), zoo.path("cnn", "qdq")
@@ -169,9 +169,8 @@ def test_error_introduced_by_a_float_op_between_qdq_nodes_is_that_op_run_on_the_
             dq = producer.get(i)
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in params:
                 continue
-            x = dq.input[
-                0
-            ]  # an int8 activation: a's aligned value quantized by the DequantizeLinear's own params
+            # an int8 activation: a's aligned value, quantized with the DequantizeLinear's own parameters
+            x = dq.input[0]
             scale, zero = params[dq.input[1]], params[dq.input[2]]
             value = np.asarray(run_a[c.alignment.by_b[x].a], np.float32)
             info = np.iinfo(zero.dtype)
