@@ -14,9 +14,9 @@ medians), single-threaded (``intra_op_num_threads=1``), each approach from scrat
 - ``compare cheap`` ``recompute="cheap"``: only the tensors whose recomputation runs no Conv/MatMul (the float
                    outputs of Convs the QDQ model runs as int8 kernels are left out).
 
-onnxscope pipelines the batches over three threads (``a``'s run, ``b``'s run, the re-runs and metrics of three
-successive batches), so on a machine with two cores it uses both, while plain onnxruntime uses one: the script
-prints CPU seconds beside wall seconds.
+onnxscope pipelines the batches over two threads (both sides' runs of one batch while the re-runs and metrics of
+the batch before are computed), so on a machine with two cores it uses both, while plain onnxruntime uses one: the
+script prints CPU seconds beside wall seconds.
 
 Target: ``compare`` ≤ 2.5 × ``plain ort``.
 Run: ``python benchmarks/compare.py [--inputs 100] [--rounds 3] [--size 224]``.
