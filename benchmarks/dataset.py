@@ -18,7 +18,7 @@ Printed side by side, each run a fresh process (intra_op_num_threads=1, rounds i
 3. memory: peak RSS of one process, and of each Dask worker, over 10 and over 1,000 batches (target: within 5 %),
    and one batch of 256 samples against plain onnxruntime + 1.2 × the bytes captured.
 
-Run: ``python benchmarks/dataset.py`` (``--quick`` for a short sanity run).
+Run: ``python benchmarks/dataset.py`` (``--quick`` for a short sanity run, ``--parts 2`` for one part).
 """
 
 from __future__ import annotations
