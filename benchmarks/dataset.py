@@ -208,6 +208,22 @@ def rounds(modes: dict, model: str, data: str, folder: str, n_rounds: int) -> di
     }
 
 
+def throughput(name: str, batch: int, batches: int, folder: str, n_rounds: int) -> dict:
+    """The four approaches on ``<name>.onnx`` over ``<name>-data`` (batches of ``batch``): plain onnxruntime, with
+    ``numpy.save`` of every tensor (the I/O limit), onnxscope in one process and on 2 Dask workers; printed."""
+    base = {"input": "x", "batch": batch, "all_outputs": os.path.join(folder, f"{name}-all.onnx"), "kw": {}}
+    modes = {
+        "plain onnxruntime": ("ort", base),
+        "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
+        "onnxscope, one process": ("onnxscope", base),
+        "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
+    }
+    model, data = os.path.join(folder, f"{name}.onnx"), os.path.join(folder, f"{name}-data")
+    res = rounds(modes, model, data, folder, n_rounds)
+    _table(res, batches * batch)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=1000, help="batches of the I/O-bound throughput runs")
@@ -228,20 +244,14 @@ def main() -> None:
         build_mlp(mlp)
         all_outputs(cnn, os.path.join(folder, "cnn-all.onnx"))
         all_outputs(mlp, os.path.join(folder, "mlp-all.onnx"))
-        make_data(os.path.join(folder, "cnn-data"), args.batches, (8, 3, 32, 32))
-        make_data(os.path.join(folder, "mlp-data"), args.mlp_batches, (32, 2048))
+        if 1 in args.parts:
+            make_data(os.path.join(folder, "cnn-data"), args.batches, (8, 3, 32, 32))
+        if 2 in args.parts:
+            make_data(os.path.join(folder, "mlp-data"), args.mlp_batches, (32, 2048))
 
         if 1 in args.parts:
             print(f"1. I/O-bound: small CNN, {args.batches} batches of 8 (median of {args.rounds} rounds)")
-            base = {"input": "x", "batch": 8, "all_outputs": os.path.join(folder, "cnn-all.onnx"), "kw": {}}
-            modes = {
-                "plain onnxruntime": ("ort", base),
-                "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
-                "onnxscope, one process": ("onnxscope", base),
-                "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
-            }
-            res = rounds(modes, cnn, os.path.join(folder, "cnn-data"), folder, args.rounds)
-            _table(res, args.batches * 8)
+            res = throughput("cnn", 8, args.batches, folder, args.rounds)
             limit = res["onnxruntime + numpy.save (I/O limit)"]["seconds"]
             one = res["onnxscope, one process"]["seconds"]
             print(
@@ -251,15 +261,7 @@ def main() -> None:
 
         if 2 in args.parts:
             print(f"2. compute-bound: MLP 4 x Gemm(2048) + ReLU, {args.mlp_batches} batches of 32")
-            base = {"input": "x", "batch": 32, "all_outputs": os.path.join(folder, "mlp-all.onnx"), "kw": {}}
-            modes = {
-                "plain onnxruntime": ("ort", base),
-                "onnxruntime + numpy.save (I/O limit)": ("ort+save", base),
-                "onnxscope, one process": ("onnxscope", base),
-                "onnxscope, Dask 2 workers": ("dask", {**base, "workers": 2}),
-            }
-            res = rounds(modes, mlp, os.path.join(folder, "mlp-data"), folder, args.rounds)
-            _table(res, args.mlp_batches * 32)
+            res = throughput("mlp", 32, args.mlp_batches, folder, args.rounds)
             one, two = res["onnxscope, one process"]["seconds"], res["onnxscope, Dask 2 workers"]["seconds"]
             print(
                 f"2 workers vs one process: {one / two:.2f}x (target >= 1.6x: {'PASS' if one >= 1.6 * two else 'FAIL'})\n"
