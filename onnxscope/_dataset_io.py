@@ -180,7 +180,7 @@ def model_identity(model: Model) -> dict[str, Any]:
         >>> list(ident["files"]), len(ident["files"]["<in-memory model>"])
         (['<in-memory model>'], 64)
     """
-    import onnx_ir as ir
+    from onnxscope._ir import ir
 
     if not model.path:
         data = ir.to_proto(model.ir).SerializeToString()

@@ -272,7 +272,7 @@ class Context:
                         "with (its files differ); every worker must see the same model"
                     )
             else:
-                import onnx_ir as ir
+                from onnxscope._ir import ir
 
                 model = Model(ir.from_proto(spec.model_proto))
         self.model = model

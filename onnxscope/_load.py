@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import onnx_ir as ir
 
 from onnxscope._files import kind_of, open_regular, read_regular
+from onnxscope._ir import ir
 from onnxscope.errors import ModelLoadError, OnnxscopeError, UnsupportedError
 from onnxscope.limits import check_alloc
 

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.graph import Graph, attr
 from onnxscope.graph import subgraphs as subgraphs_of
 from onnxscope.weights import const_array, dequantize_linear, is_const, quantize_linear

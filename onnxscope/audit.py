@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.costs import Profile
 from onnxscope.discrepancy import REPORT_FIELDS
 from onnxscope.errors import InputError

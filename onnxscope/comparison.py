@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.align import Alignment, Pair, align
 from onnxscope.discrepancy import REPORT_FIELDS, Discrepancy
 from onnxscope.errors import InputError, OnnxscopeError

@@ -48,8 +48,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.errors import InputError
 from onnxscope.graph import Graph, attr
 
@@ -329,7 +329,7 @@ def _input_dims(model: ir.Model) -> dict[str, list[str]]:
 
 def _infer_on_clone(model: ir.Model, dims: Mapping[str, int]) -> dict[str, Shape | None]:
     """Shapes inferred on a clone of ``model`` whose inputs carry concrete sizes (the model is untouched)."""
-    from onnx_ir.passes.common import ShapeInferencePass
+    from onnx_ir.passes.common import ShapeInferencePass  # noqa: TID251  (onnx_ir is imported: onnxscope._ir)
 
     clone = model.clone()
     for v in _graph_inputs(clone):

@@ -801,7 +801,7 @@ def capture_dataset(
         recompute=recompute,
     )
     if client is not None and not model.path:
-        import onnx_ir as ir
+        from onnxscope._ir import ir
 
         spec = _replace(spec, model_proto=ir.to_proto(model.ir))
     spec = _replace(spec, token=spec_token(spec))

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.errors import CaptureError, UnsupportedError
 
 __all__ = ["evaluate", "evaluator"]

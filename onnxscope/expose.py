@@ -39,8 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.errors import InputError, NotFoundError, closest
 from onnxscope.graph import FUSED_ATTENTION_OPS, Graph, Scope, attention_probs_name, subgraphs
 from onnxscope.recompute import Recompute

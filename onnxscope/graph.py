@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
-import onnx_ir as ir
-
+from onnxscope._ir import ir
 from onnxscope.errors import NotFoundError, closest
 
 __all__ = [

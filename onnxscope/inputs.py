@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx_ir as ir
 
 from onnxscope._files import check_npy_header, check_npz, open_regular
+from onnxscope._ir import ir
 from onnxscope._load import read_tensor_pb
 from onnxscope.errors import InputError, OnnxscopeError
 from onnxscope.graph import Graph, dim_of

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import onnx_ir as ir
-
+from onnxscope._ir import ir
 from onnxscope._load import load_ir
 from onnxscope.graph import Graph
 from onnxscope.neurons import Neuron, neuron

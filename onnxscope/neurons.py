@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.errors import InputError, UnsupportedError
 from onnxscope.graph import WEIGHTED_OPS, Graph, attr, label, module_path_of
 from onnxscope.weights import const_array, is_const, quantization_of

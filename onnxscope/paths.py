@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import networkx as nx
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.errors import InputError, NoPathError, NotFoundError, closest
 from onnxscope.graph import Graph, subgraphs
 

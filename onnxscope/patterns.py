@@ -19,8 +19,8 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.graph import FUSED_ATTENTION_OPS, Graph, attention_probs_name, attr
 from onnxscope.paths import data_graph
 from onnxscope.weights import const_array, is_const

@@ -27,8 +27,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.graph import WEIGHTED_OPS, Graph, attr, subgraphs
 from onnxscope.weights import const_array, is_const
 

@@ -12,8 +12,7 @@ import os
 import tempfile
 from typing import Any
 
-import onnx_ir as ir
-
+from onnxscope._ir import ir
 from onnxscope.errors import CaptureError, InputError, MissingDependencyError
 
 __all__ = [

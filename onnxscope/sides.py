@@ -23,8 +23,8 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope.errors import InputError, UnsupportedError
 from onnxscope.model import Model, load
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import onnx_ir as ir
+
+from onnxscope._ir import ir
 
 __all__ = ["mlp_model", "save"]
 

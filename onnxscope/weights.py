@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from onnxscope._ir import ir
 from onnxscope._load import iter_tensors
 from onnxscope.errors import InputError, ModelLoadError, NotFoundError, UnsupportedError, closest
 from onnxscope.graph import WEIGHT_TRANSFORMS, WEIGHTED_OPS, Graph, attr

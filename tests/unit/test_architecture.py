@@ -16,7 +16,7 @@ ROOT = Path(onnxscope.__file__).parent
 
 # one list per layer, in the order data flows; a module may import its own layer and every earlier one
 LAYERS: list[set[str]] = [
-    {"errors", "limits", "stats", "discrepancy", "testing"},
+    {"_ir", "errors", "limits", "stats", "discrepancy", "testing"},
     {"_files", "render"},
     {"_load"},
     {"graph"},

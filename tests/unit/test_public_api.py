@@ -43,3 +43,32 @@ def test_no_public_name_shares_its_name_with_a_module():
 
     clash = [n for n in onnxscope.__all__ if importlib.util.find_spec(f"onnxscope.{n}") is not None]
     assert clash == []
+
+
+def test_loading_querying_and_capturing_a_model_imports_no_sympy():
+    # onnx_ir imports sympy at the top of its core (~0.4 s, ~34 MB of every process); onnxscope._ir defers it.
+    code = (
+        "import sys, os, tempfile, onnxscope\n"
+        "from onnxscope.testing import mlp_model, save\n"
+        "m = onnxscope.load(save(mlp_model(), os.path.join(tempfile.mkdtemp(), 'm.onnx')))\n"
+        "m.summary(); m.neuron('fc1', 0); onnxscope.find_residuals(m); onnxscope.find_attention(m)\n"
+        "c = onnxscope.capture(m, random=True); [c[n] for n in c]\n"
+        "print('sympy' in sys.modules, 'onnx_ir' in sys.modules, 'onnxruntime' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True"]
+
+
+def test_onnx_ir_symbolic_dimensions_still_work_once_onnxscope_has_imported_it():
+    # the deferred sympy is imported on first use, and the answers are sympy's
+    code = (
+        "import sys, onnxscope.model\n"
+        "from onnxscope._ir import ir\n"
+        "before = 'sympy' in sys.modules\n"
+        "d = ir.SymbolicDim('n')\n"
+        "print(before, (d * 2 + 1).value, (d + 1).evaluate({'n': 3}), type(sys.modules['sympy']).__name__)\n"
+        "import sympy, onnx_ir._symbolic_shapes as s\n"
+        "print(isinstance(s.parse_symbolic_expression('n'), sympy.Symbol), sys.modules['sympy'] is sympy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["False 2*n + 1 4 module", "True True"]
