@@ -287,6 +287,10 @@ class Context:
         self.free: dict[Any, list[np.ndarray]] = {}
         self.returned = threading.Condition()
         self.budget = _Budget()
+        # (item, capture): the probe's run of the first batch, which the first shard stores instead of running it
+        # again (a second run of the same batch would cost its time and, at ORT_ENABLE_ALL, grow onnxruntime's
+        # arena by the blocked-layout intermediates of a bound run)
+        self.primed: tuple[Any, Any] | None = None
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -540,8 +544,10 @@ def _partition(ctx: Context, feeds: dict[str, Any], n: int, max_memory: int) -> 
     return groups
 
 
-def probe(ctx: Context, feeds: dict[str, Any]) -> dict[str, Any]:
-    """Run the first batch (and the same batch at another size) and describe every tensor to store.
+def probe(ctx: Context, feeds: dict[str, Any], item: Any = None) -> dict[str, Any]:
+    """Run the first batch (and the same batch at another size) and describe every tensor to store. With one
+    session (no ``max_memory`` parts), the capture of the first batch is kept in ``ctx.primed`` under ``item``
+    for the first shard.
 
     Returns ``{"batch_size", "tensors": [{name, op, dtype, shape, sample}], "parts", "skipped"}``.
     """
@@ -551,8 +557,11 @@ def probe(ctx: Context, feeds: dict[str, Any]) -> dict[str, Any]:
     alt_feeds, m = _other_size(feeds, n)
     tensors: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    ctx.primed = None
     for session in sessions:
         cap = session.run(feeds)
+        if parts is None and item is not None:
+            ctx.primed = (item, cap)
         constants = _constants(session)
         shapes = {}
         for name in cap:
@@ -820,6 +829,11 @@ def capture_shard(
     jobs = _Jobs(ctx.pool, ctx.budget, acc)
     digests: list[bytes] = []
     samples = 0
+    primed, ctx.primed = ctx.primed, None  # the probe's capture of the first batch, used here or let go
+    if primed is not None and not (
+        task.first == 0 and task.items and len(sessions) == 1 and _same_item(primed[0], task.items[0])
+    ):
+        primed = None
     try:
         for j, item in enumerate(task.items):
             b = task.first + j
@@ -843,7 +857,10 @@ def capture_shard(
                         if t.chunk_batches > 1:  # (a smaller last batch does not fit: copied as before)
                             slot = (b * t.rows) % t.chunk_rows
                             out[t.name] = chunks.buffer(t)[slot : slot + t.rows]
-                cap = session.run(feeds, out=out)
+                if primed is not None:  # (the first batch of the run, one session)
+                    cap, primed = primed[1], None
+                else:
+                    cap = session.run(feeds, out=out)
                 for t in tensors:
                     if t.name not in cap:
                         why = cap.skipped.get(t.name, "missing")
@@ -903,7 +920,12 @@ def warm_task(spec: Spec) -> None:
 def probe_task(spec: Spec, item: Any) -> dict[str, Any]:
     """A Dask task: probe the first batch in this worker's cached :class:`Context`."""
     ctx = cached_context(spec)
-    return probe(ctx, read_batch(spec.source_kind, spec.folder, item, ctx.input_names))
+    return probe(ctx, read_batch(spec.source_kind, spec.folder, item, ctx.input_names), item)
+
+
+def _same_item(a: Any, b: Any) -> bool:
+    """Whether two batch items are the same batch: the same object, or the same file name of a folder."""
+    return a is b or (isinstance(a, str) and isinstance(b, str) and a == b)
 
 
 def iter_items(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:

@@ -478,7 +478,7 @@ class _LocalRunner:
 
     def probe(self, spec: Spec, item: Any) -> dict[str, Any]:
         self.ctx.spec = spec
-        return probe(self.ctx, read_batch(spec.source_kind, spec.folder, item, self.ctx.input_names))
+        return probe(self.ctx, read_batch(spec.source_kind, spec.folder, item, self.ctx.input_names), item)
 
     def run(self, spec: Spec, tasks: Iterator[ShardTask], bar: _Bar) -> Iterator[ShardResult]:
         from concurrent.futures import ThreadPoolExecutor

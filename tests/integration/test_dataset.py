@@ -70,6 +70,29 @@ def test_store_and_statistics_equal_capture_and_numpy_over_the_dataset(tmp_path)
     assert attrs["inputs"] == ["x"] and attrs["select"] == "None" and attrs["batch_size"] == 4
 
 
+def test_the_first_batch_is_run_once_and_every_batch_of_a_folder_is_stored_as_captured(tmp_path, monkeypatch):
+    # the probe's run of the first batch is what the first shard stores (no second run of it); a folder's batches
+    # differ, so a capture stored for the wrong batch would show
+    from onnxscope.session import CaptureSession
+
+    m = onnxscope.Model(mlp_model())
+    batches = _batches(5, seed=3)
+    data = _folder(tmp_path / "data", batches)
+    caps = [onnxscope.capture(m, b) for b in batches]
+    sizes: list[int] = []
+    run = CaptureSession.run
+
+    def counting(self, inputs=None, **kw):
+        sizes.append(int(inputs["x"].shape[0]))
+        return run(self, inputs, **kw)
+
+    monkeypatch.setattr(CaptureSession, "run", counting)
+    store = capture_dataset(m, data, out=tmp_path / "run.zarr", progress=False, shard_batches=2)
+    assert sorted(sizes) == [1] + [4] * 5, "one run per batch, and the probe's one-sample run"
+    for name in ("x", "h", "a", "y"):
+        np.testing.assert_array_equal(store[name], np.concatenate([c[name] for c in caps]))
+
+
 def test_xarray_and_dask_open_every_tensor_with_named_dimensions(tmp_path):
     xr = pytest.importorskip("xarray")
     da = pytest.importorskip("dask.array")
