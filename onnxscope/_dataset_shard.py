@@ -289,7 +289,8 @@ class Context:
         self.budget = _Budget()
         # (item, capture): the probe's run of the first batch, which the first shard stores instead of running it
         # again (a second run of the same batch would cost its time and, at ORT_ENABLE_ALL, grow onnxruntime's
-        # arena by the blocked-layout intermediates of a bound run)
+        # arena by the blocked-layout intermediates of a bound run) — in one process only, whose context lives
+        # for one run
         self.primed: tuple[Any, Any] | None = None
 
     @property
@@ -920,7 +921,9 @@ def warm_task(spec: Spec) -> None:
 def probe_task(spec: Spec, item: Any) -> dict[str, Any]:
     """A Dask task: probe the first batch in this worker's cached :class:`Context`."""
     ctx = cached_context(spec)
-    return probe(ctx, read_batch(spec.source_kind, spec.folder, item, ctx.input_names), item)
+    # no capture kept for the first shard here: it may run on another worker, and this worker's cached context
+    # outlives the run (a later run's first file may have the same name and other content)
+    return probe(ctx, read_batch(spec.source_kind, spec.folder, item, ctx.input_names))
 
 
 def _same_item(a: Any, b: Any) -> bool:

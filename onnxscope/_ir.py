@@ -5,10 +5,11 @@ onnxscope never does): ~0.4 s and ~34 MB of every process that loads a model —
 and the peak memory a capture is measured by. Here onnx_ir is imported with two stand-ins in ``sys.modules`` —
 for ``sympy`` and for ``onnx_ir._symbolic_shapes``, the only module that touches sympy at import time — which
 onnx_ir's core binds to its names; the stand-ins are removed from ``sys.modules`` as soon as onnx_ir is in, so
-nobody else ever sees them. The first attribute read through one (``SymbolicDim("n") + 1``) imports the real
+nobody imports them afterwards. The first attribute read through one (``SymbolicDim("n") + 1``) imports the real
 module and forwards to it, so onnx_ir behaves as before, only later. Where sympy or onnx_ir is already
 imported, or the stand-ins are ever read during the import (a future onnx_ir), nothing is saved and nothing
-breaks.
+breaks. One limit: another thread that imports sympy during those ~0.2 s gets the stand-in (every attribute
+forwarded; ``importlib.reload`` of it fails).
 
 Example:
     >>> import sys
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import threading
 import types
 from typing import Any
 
@@ -31,17 +31,14 @@ _DEFERRED = ("sympy", "onnx_ir._symbolic_shapes")
 
 
 class _Deferred(types.ModuleType):
-    """A module that imports the real one of its name on its first attribute read, and forwards to it."""
-
-    _lock = threading.Lock()
+    """A module that imports the real one of its name on its first attribute read, and forwards to it. No lock of
+    its own: importlib's per-module locks make concurrent imports of the real module safe (a lock here would
+    deadlock when the real ``_symbolic_shapes``, imported through its stand-in, reads the sympy stand-in)."""
 
     def __getattr__(self, attr: str) -> Any:
-        with _Deferred._lock:
-            real = sys.modules.get(self.__name__)
-            if real is None or real is self:
-                sys.modules.pop(self.__name__, None)
-                real = importlib.import_module(self.__name__)
-        return getattr(real, attr)
+        if sys.modules.get(self.__name__) is self:  # only while onnx_ir's import is under way
+            sys.modules.pop(self.__name__, None)
+        return getattr(importlib.import_module(self.__name__), attr)
 
 
 def _import_onnx_ir() -> types.ModuleType:

@@ -703,7 +703,8 @@ def capture_dataset(
     Parameters:
         model: a :class:`Model` or a path (with a Dask cluster, a path every worker can read).
         batches: input dicts (each batch the same size but the last), or a folder (see :func:`iter_batches`;
-            with a Dask cluster, workers read its files themselves).
+            with a Dask cluster, workers read its files themselves). Batches are read ahead (a shard's worth):
+            an iterable must yield arrays it does not change afterwards (not one buffer refilled in place).
         select, exclude: what to capture (as :func:`onnxscope.capture`).
         out: the store: a folder, or any URL the installed fsspec supports; it must not exist unless ``resume``.
         stats: keep running statistics per tensor and per unit.

@@ -205,3 +205,38 @@ def test_a_local_cluster_keeps_glibcs_own_memory_reuse(monkeypatch):
         env = next(iter(c.run(lambda: dict(os.environ)).values()))
     assert "MALLOC_TRIM_THRESHOLD_" not in env and env.get("OMP_NUM_THREADS") == "1"
     assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == before  # this process's environment as it was
+
+
+def test_a_later_run_from_a_folder_whose_first_file_changed_stores_the_new_file(
+    client, tmp_path, monkeypatch
+):
+    # the probe runs on one worker and the first shard on the other, then the other way round; a worker's cached
+    # context outlives a run, so nothing of an earlier run's first batch may be stored in a later one
+    from onnxscope import _dataset_shard as shard
+
+    model = save(mlp_model(), tmp_path / "mlp.onnx")
+    data, out = tmp_path / "data", tmp_path / "run.zarr"
+    data.mkdir()
+    w1, w2 = sorted(client.scheduler_info()["workers"])
+    submit = distributed.Client.submit
+    for seed, (probe_on, shard_on) in ((1, (w1, w2)), (2, (w2, w1))):
+        x = np.random.default_rng(seed).standard_normal((4, 3)).astype(np.float32)
+        np.savez(data / "b000.npz", x=x)
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+
+        def pinned(self, func, *a, _p=probe_on, _s=shard_on, **kw):
+            if func is shard.probe_task:
+                kw["workers"] = [_p]
+            elif func is shard.shard_task:
+                kw["workers"] = [_s]
+            return submit(self, func, *a, **kw)
+
+        monkeypatch.setattr(distributed.Client, "submit", pinned)
+        store = capture_dataset(model, data, out=out, client=client, shard_batches=1, progress=False)
+        monkeypatch.setattr(distributed.Client, "submit", submit)
+        cap = onnxscope.capture(onnxscope.load(model), {"x": x})
+        for name in ("x", "h", "a", "y"):
+            np.testing.assert_array_equal(store[name], cap[name])

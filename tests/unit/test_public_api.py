@@ -72,3 +72,25 @@ def test_onnx_ir_symbolic_dimensions_still_work_once_onnxscope_has_imported_it()
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["False 2*n + 1 4 module", "True True"]
+
+
+def test_a_thread_importing_onnx_irs_symbolic_shapes_during_the_first_import_does_not_hang():
+    # the helper waits until the stand-in is in sys.modules, then imports the real module through it (a lock held
+    # by the stand-in once deadlocked here: the real module reads the sympy stand-in while importing)
+    code = (
+        "import sys, threading\n"
+        "def helper():\n"
+        "    while type(sys.modules.get('onnx_ir._symbolic_shapes')).__name__ != '_Deferred':\n"
+        "        pass\n"
+        "    from onnx_ir._symbolic_shapes import parse_symbolic_expression\n"
+        "    print(parse_symbolic_expression('n+1'))\n"
+        "t = threading.Thread(target=helper, daemon=True); t.start()\n"
+        "import onnxscope.model\n"
+        "from onnxscope._ir import ir\n"
+        "t.join(10)\n"
+        "print(t.is_alive(), (ir.SymbolicDim('n') + 1).value)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert out.split("\n")[:2] == ["n + 1", "False n + 1"]
