@@ -517,9 +517,13 @@ def expose(
     if targets or virtual:
         recompute = Recompute(graph, targets, survives, virtual)
         for f in recompute.feeds:
-            if f not in mark and f not in inputs and f in by_name:
-                mark[f] = by_name[f]
-                hidden.add(f)
+            if f in mark or f in inputs or f not in by_name:
+                continue
+            m = meta.get(f)
+            if m is not None and m.source == "recomputed" and m.scopes and f in recompute:
+                continue  # an If-branch tensor recomputed itself: read through its own recomputation, not carried out
+            mark[f] = by_name[f]
+            hidden.add(f)
     for name in skipped:
         meta.pop(name, None)
     final_meta = {k: m for k, m in meta.items() if k not in hidden or k in chosen}
