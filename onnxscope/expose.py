@@ -10,11 +10,14 @@ rest is one of:
 - **folded** from the weights on read — tensors computed from weights alone (a Transpose or DequantizeLinear of an
   initializer…), the same for every input.
 
-Tensors inside control flow are carried out of their bodies (bodies are small; their fusions are not kept):
+Tensors inside If branches are recomputed on read by the branch's nodes when the branch ran (which branch ran is
+read from the condition, :meth:`TensorMeta.conditions`); a tensor of an enclosing branch that such a recomputation
+reads is recomputed the same way, so nothing is carried out of the If. Tensors inside Loop and Scan bodies are
+carried out of their bodies (bodies are small; their fusions are not kept):
 
-- **If**: an extra output on both branches: the tensor (through an ``Identity``) on its own branch, a zero
-  placeholder of the same type on the other (shaped like the tensor when its shape is static, else empty);
-  which branch ran is read from the captured condition (:meth:`TensorMeta.conditions`).
+- **If** (on the way out of a loop body, or a branch tensor that a recomputation reads and that is not selected):
+  an extra output on both branches: the tensor (through an ``Identity``) on its own branch, a zero placeholder of
+  the same type on the other (shaped like the tensor when its shape is static, else empty).
 - **Loop** and **Scan**: an extra scan output, so the capture holds one slice per iteration along a new leading
   axis (nested loops add one axis each, outermost first).
 
@@ -520,8 +523,14 @@ def expose(
             if f in mark or f in inputs or f not in by_name:
                 continue
             m = meta.get(f)
-            if m is not None and m.source == "recomputed" and m.scopes and f in recompute:
-                continue  # an If-branch tensor recomputed itself: read through its own recomputation, not carried out
+            if (
+                m is not None
+                and m.source == "recomputed"
+                and m.scopes
+                and f in recompute
+                and f not in skipped
+            ):
+                continue  # a tensor of an enclosing If branch, recomputed itself when read: not carried out
             mark[f] = by_name[f]
             hidden.add(f)
     for name in skipped:
