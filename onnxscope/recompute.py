@@ -130,8 +130,10 @@ class Recompute:
                     inits[id(v)] = v
                     continue
                 producer = v.producer()
+                # a constant of an enclosing graph is computed in the sub-model, even where the run has it (at
+                # "disable" every main-graph tensor survives, but a Constant node's output is never captured)
                 outer_const = v.graph is not home and producer is not None and is_const(v)
-                if (v.graph is not home and not outer_const) or available(v) or producer is None:
+                if not outer_const and (v.graph is not home or available(v) or producer is None):
                     feeds[name_of(v)] = v  # captured, a model input, or a value of an enclosing graph
                     continue
                 if id(producer) in nodes:
