@@ -1,5 +1,5 @@
-"""Capture inside Loop (with an If and a residual Add in its body), Scan and nested If branches, against values computed
-by hand."""
+"""Capture inside Loop (with an If and a residual Add in its body), Scan and nested If branches, against values
+computed by hand."""
 
 from __future__ import annotations
 
