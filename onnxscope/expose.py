@@ -445,7 +445,8 @@ def expose(
         graph: the model.
         select_: what to capture — a tensor name, a glob (``"layer1.*"``), ``"re:REGEX"``, ``"op:Conv"``,
             ``"node:NAME"``, ``"module:encoder.layer.0"``, a list of those, or a predicate on :class:`TensorMeta`.
-        exclude: the same forms; removed from the selection.
+        exclude: the same forms; removed from the selection (but a selected branch tensor keeps the If conditions
+            that say whether it ran).
         survivors: names of main-graph tensors that onnxruntime keeps at the optimization level of the run
             (``None``: all of them, as with optimizations disabled). The others are recomputed on read.
         nested: which selected tensors inside If/Loop/Scan bodies to carry out: ``"all"``, ``"static"`` (only
@@ -459,6 +460,15 @@ def expose(
     metas = [c.meta for c in cands]
     chosen = {m.name for m in metas} if select_ is None else select(metas, select_, "select")
     chosen -= select(metas, exclude, "exclude")
+    # a tensor of an If branch can only be read once its conditions are known: they (small scalars) go with it
+    by_meta = {m.name: m for m in metas}
+    pending = list(chosen)
+    while pending:
+        found = by_meta.get(pending.pop())
+        for cond, _ in found.conditions if found is not None else ():
+            if cond not in chosen and cond in by_meta:
+                chosen.add(cond)
+                pending.append(cond)
     top = graph.ir.graph
     real = [v.name or "" for v in top.outputs]
     inputs = {v.name for v in top.inputs}

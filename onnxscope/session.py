@@ -631,7 +631,8 @@ def capture(
         inputs: arrays by input name; missing ones are generated when ``random`` (with ``seed`` and ``dims``).
         select, exclude: what to capture — a tensor name, a glob (``"layer1.*"``), ``"re:REGEX"``, ``"op:Conv"``,
             ``"node:NAME"``, ``"module:encoder.layer.0"``, a list of those, or a predicate on
-            :class:`~onnxscope.expose.TensorMeta`.
+            :class:`~onnxscope.expose.TensorMeta`. A selected tensor of an If branch brings the If conditions
+            that say whether it ran.
         providers: onnxruntime execution providers (default CPU).
         optimization: onnxruntime's graph optimization level, ``"all"`` by default (the deployed session's):
             what its optimizations keep is captured from the run, what they remove is recomputed on read from the

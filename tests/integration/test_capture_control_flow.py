@@ -235,3 +235,17 @@ def test_tensors_of_nested_if_branches_are_recomputed_without_carrying_anything_
     for k, v in expected.items():
         np.testing.assert_allclose(cap[k], v, rtol=1e-6, err_msg=k)
     np.testing.assert_allclose(cap["y"], y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimization", ["all", "disable"])
+def test_selecting_only_a_tensor_of_an_inner_branch_keeps_the_conditions_that_say_it_ran(
+    tmp_path, optimization
+):
+    path = _nested_if(tmp_path / "nested.onnx")
+    x = np.array([0.5, 2.0, -1.0], np.float32)  # both branches taken: a = [0.5, 2, 0], max(a) > 1
+    inner = "outer/then_branch/inner/then_branch/b_t"
+    cap = onnxscope.capture(path, {"x": x}, select=[inner], exclude=["pos"], optimization=optimization)
+    assert cap.executed(inner) and {"pos", "outer/then_branch/big"} <= set(cap)
+    np.testing.assert_allclose(cap[inner], np.maximum(x, 0) * 2, rtol=1e-6)
+    other = onnxscope.capture(path, {"x": -x}, select=[inner], optimization=optimization)  # outer else ran
+    assert not other.executed(inner) and inner not in other
