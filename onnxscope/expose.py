@@ -462,7 +462,7 @@ def expose(
     chosen -= select(metas, exclude, "exclude")
     # a tensor of an If branch can only be read once its conditions are known: they (small scalars) go with it
     by_meta = {m.name: m for m in metas}
-    pending = list(chosen)
+    pending = list(chosen) if select_ is not None or exclude is not None else []  # else every one is chosen
     while pending:
         found = by_meta.get(pending.pop())
         for cond, _ in found.conditions if found is not None else ():
